@@ -1,0 +1,3 @@
+from valuedrift.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""The `valuedrift` command: one subcommand per stage of the workflow.
+
+Each subcommand lives in its own module with `make_parser(subparsers)` and `main(args)`; modules
+import torch and the other heavy libraries inside `main`, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# subcommand -> module; the order is the order of the workflow
+COMMANDS = {
+    "check-config": "valuedrift.config",
+    "prepare-data": "valuedrift.world.prepare",
+    "build-base": "valuedrift.models.tiny",
+    "train": "valuedrift.training.train",
+    "train-judge": "valuedrift.behaviour.judges.stance_classifier",
+    "generate": "valuedrift.behaviour.generate",
+    "judge": "valuedrift.behaviour.judge",
+    "aggregate": "valuedrift.analysis.aggregate",
+    "drift": "valuedrift.analysis.drift",
+    "plot": "valuedrift.analysis.plots",
+}
+
+
+def make_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(prog="valuedrift", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.make_parser(subparsers)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> None:
+    # quiet, offline-friendly defaults for the libraries underneath; the user's settings win
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser, modules = make_parser()
+    args = parser.parse_args(argv)
+    from valuedrift.io import InputError
+
+    try:
+        modules[args.command].main(args)
+    except (InputError, FileNotFoundError) as e:
+        # bad input: say what and where, without a traceback the user has to read through
+        logging.getLogger("valuedrift").error("%s", e)
+        sys.exit(2)

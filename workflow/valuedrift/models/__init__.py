@@ -1,0 +1,1 @@
+"""Base models: the miniature world's tiny model built here, or a hub model by id or path."""

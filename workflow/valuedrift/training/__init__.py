@@ -1,0 +1,1 @@
+"""Training: one entry point over TRL for SFT and every preference algorithm."""

@@ -1,0 +1,72 @@
+"""Probe snapshots at fixed fractions of a training phase.
+
+Snapshot k (k = 0..K) is the model after round(k/K × total steps) optimizer steps; k = 0 is the
+starting model. Positions depend only on K and the phase length, so every algorithm's trajectory
+lines up. Each snapshot is saved to a temporary folder and renamed into place with `meta.json`
+written last: a folder with a `meta.json` is complete, anything else is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from valuedrift.io import InputError, write_json
+
+
+def snapshot_steps(total_steps: int, num_snapshots: int) -> list[int]:
+    """Steps of snapshots 0..K; K+1 distinct steps from 0 to total_steps."""
+    if total_steps < num_snapshots:
+        raise InputError(
+            f"the phase has only {total_steps} optimizer steps, fewer than the {num_snapshots} "
+            "snapshots asked for: lower snapshots_per_phase or train on more data/epochs"
+        )
+    return [round(k * total_steps / num_snapshots) for k in range(num_snapshots + 1)]
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / "meta.json").is_file()
+
+
+class SnapshotCallback(TrainerCallback):
+    """Saves snapshot k when training reaches its step; skips snapshots already complete (resume)."""
+
+    def __init__(self, folder: str | os.PathLike, num_snapshots: int, meta: dict):
+        self.folder = Path(folder)
+        self.num_snapshots = num_snapshots
+        self.meta = meta
+        self.trainer = None  # set by the caller once the trainer exists
+        self.steps: list[int] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = snapshot_steps(state.max_steps, self.num_snapshots)
+        if state.global_step == 0:
+            self._save(0, state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        for k, step in enumerate(self.steps):
+            if k > 0 and step == state.global_step:
+                self._save(k, state)
+                # a full resume checkpoint at every snapshot but the last, so a restart redoes at
+                # most one snapshot interval
+                if k < self.num_snapshots:
+                    control.should_save = True
+
+    def _save(self, k: int, state) -> None:
+        target = self.folder / str(k)
+        if is_complete(target):
+            return
+        tmp = self.folder / f".{k}.tmp"
+        # save_model gathers sharded weights (DeepSpeed ZeRO-3) and writes on the main process only.
+        self.trainer.save_model(str(tmp))
+        if self.trainer.is_world_process_zero():
+            write_json(tmp / "meta.json", {
+                **self.meta, "k": k, "step": state.global_step, "total_steps": state.max_steps,
+                "fraction": state.global_step / state.max_steps,
+            })
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
