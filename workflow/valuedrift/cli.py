@@ -29,7 +29,7 @@ COMMANDS = {
 
 def make_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(prog="valuedrift", description=__doc__.split("\n\n")[0])
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

@@ -1,0 +1,89 @@
+"""Config validation: every mistake stops the run with a message naming the key."""
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from valuedrift.config import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def broken(edit):
+    config = copy.deepcopy(DEFAULT)
+    edit(config)
+    return config
+
+
+def problem(config) -> str:
+    with pytest.raises(ConfigError) as e:
+        validate_config(config)
+    return str(e.value)
+
+
+def test_default_config_is_valid():
+    validate_config(copy.deepcopy(DEFAULT))
+
+
+def test_shipped_configs_are_valid():
+    from valuedrift.config import merge
+
+    for path in [ROOT / "tests" / "config-ci.yaml", *sorted((ROOT / "workflow" / "experiments").glob("*.yaml"))]:
+        validate_config(merge(DEFAULT, yaml.safe_load(path.read_text())))
+
+
+def test_unknown_key_is_named():
+    msg = problem(broken(lambda c: c["behaviour"].update(temprature=0.7)))
+    assert "behaviour" in msg and "'temprature'" in msg and "temperature" in msg
+
+
+def test_wrong_type_is_named():
+    msg = problem(broken(lambda c: c["world"].update(eval_questions_per_topic="five")))
+    assert "world.eval_questions_per_topic" in msg and "'five'" in msg
+
+
+def test_impossible_values_are_named():
+    assert "behaviour.temperature" in problem(broken(lambda c: c["behaviour"].update(temperature=0)))
+    assert "snapshots_per_phase" in problem(broken(lambda c: c.update(snapshots_per_phase=0)))
+
+
+def test_mixture_must_sum_to_one():
+    msg = problem(broken(lambda c: c["sft_datasets"]["wildchat_like"]["miniature"]["mixture"].update(neutral=0.9)))
+    assert "sft_datasets.wildchat_like.miniature.mixture" in msg and "sum to 1" in msg
+
+
+def test_grid_names_must_be_defined():
+    msg = problem(broken(lambda c: c["grid"]["sft_datasets"].append("ultrachat")))
+    assert "grid.sft_datasets" in msg and "'ultrachat'" in msg
+
+
+def test_value_gap_needs_two_stances():
+    msg = problem(broken(lambda c: c["preference_datasets"]["support_chosen"]["miniature"].update(rejected="support")))
+    assert "support_chosen" in msg and "different stances" in msg
+
+
+def test_a_model_needs_exactly_one_source():
+    msg = problem(broken(lambda c: c["models"]["tiny"].update(path="Qwen/Qwen3-4B-Base")))
+    assert "models.tiny" in msg and "exactly one" in msg
+
+
+def test_snakemake_refuses_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("behaviour: {samples_per_question: -1}\n")
+    out = subprocess.run(["snakemake", "-n", "--configfile", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "behaviour.samples_per_question" in out.stdout + out.stderr
+
+
+def test_check_config_command(tmp_path):
+    ok = subprocess.run(["valuedrift", "check-config", str(ROOT / "config.yaml")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: -3\n")
+    out = subprocess.run(["valuedrift", "check-config", str(ROOT / "config.yaml"), str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "config key seed" in out.stderr

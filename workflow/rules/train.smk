@@ -1,0 +1,61 @@
+# Training phases. Each writes K+1 probe snapshots at fixed fractions of the phase (k=0 is its
+# starting model); `meta.json` is written last, so it marks a complete snapshot.
+
+
+rule train_sft:
+    input:
+        data=f"{R}/data/sft/{{sft_data}}.jsonl",
+        base=base_model_input,
+    output:
+        [f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+    params:
+        start=start_model,
+        run_dir=f"{R}/{{model}}/sft-{{sft_data}}",
+        settings=as_json(config["sft"]),
+        seed=config["seed"],
+        snapshots=K,
+    threads: resources_of("train")["cpus"]
+    resources:
+        mem_mb=resources_of("train")["mem_mb"],
+        runtime=resources_of("train")["runtime"],
+    log:
+        f"{R}/logs/{{model}}/sft-{{sft_data}}/train.log",
+    benchmark:
+        f"{R}/benchmarks/{{model}}/sft-{{sft_data}}/train.tsv"
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "valuedrift train --algorithm sft --model {params.start} --data {input.data} "
+        "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
+        "--seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+rule train_preference:
+    input:
+        data=f"{R}/data/preference/{{pref_data}}.jsonl",
+        start=f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{K}/meta.json",
+    output:
+        [
+            f"{R}/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}/snapshots/{k}/meta.json"
+            for k in SNAPSHOTS
+        ],
+    params:
+        start=lambda w, input: Path(input.start).parent,
+        run_dir=f"{R}/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}",
+        settings=lambda w: as_json(config["algorithms"][w.algorithm]),
+        seed=config["seed"],
+        snapshots=K,
+    threads: resources_of("train")["cpus"]
+    resources:
+        mem_mb=resources_of("train")["mem_mb"],
+        runtime=resources_of("train")["runtime"],
+    log:
+        f"{R}/logs/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}/train.log",
+    benchmark:
+        f"{R}/benchmarks/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}/train.tsv"
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "valuedrift train --algorithm {wildcards.algorithm} --model {params.start} --data {input.data} "
+        "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
+        "--seed {params.seed} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,1 @@
+"""Aggregate tables, drift metrics and report figures."""

@@ -1,0 +1,51 @@
+"""`valuedrift drift`: drift magnitude and drift time of every phase, topic and stance, with
+bootstrap confidence intervals (definitions in valuedrift.analysis.metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def make_parser(subparsers=None) -> argparse.ArgumentParser:
+    kwargs = dict(description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser("drift", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    parser.add_argument("--by-question", required=True, help="per-question stance table from `aggregate`")
+    parser.add_argument("--output", required=True, help="drift table to write (CSV)")
+    parser.add_argument("--bootstrap-samples", type=int, default=1000)
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def drift_table(tidy, n_boot: int, confidence: float, seed: int):
+    import pandas as pd
+
+    from valuedrift.analysis.aggregate import RUN
+    from valuedrift.analysis.metrics import drift
+
+    rows = []
+    for keys, g in pd.concat([tidy, tidy.assign(topic="all")]).groupby(RUN + ["topic", "stance"], sort=True):
+        wide = g.pivot_table(index="question_id", columns="k", values="p")
+        if wide.isna().any().any():
+            raise ValueError(f"{dict(zip(RUN + ['topic', 'stance'], keys))}: not every question was "
+                             "answered at every snapshot")
+        fractions = g.groupby("k")["fraction"].first().loc[wide.columns].to_numpy()
+        d = drift(wide.to_numpy(), fractions, n_boot, confidence, seed)
+        rows.append({**dict(zip(RUN + ["topic", "stance"], keys)), **dataclasses.asdict(d),
+                     "n_questions": wide.shape[0], "n_snapshots": wide.shape[1]})
+    return pd.DataFrame(rows)
+
+
+def main(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from valuedrift.io import atomic_path
+
+    table = drift_table(pd.read_parquet(args.by_question), args.bootstrap_samples, args.confidence, args.seed)
+    with atomic_path(args.output) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    log.info("drift of %d (phase, topic, stance) cells", len(table))

@@ -1,0 +1,136 @@
+"""The workflow config: JSON-schema validation with messages that name the key and the fix,
+cross-checks the schema cannot express, and typed settings for our own stages.
+
+`valuedrift check-config config.yaml [more.yaml ...]` validates the merged files; the Snakefile
+calls `validate_config` at parse time so a bad config stops the run before any job starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from valuedrift.io import InputError
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+T = TypeVar("T")
+
+
+class ConfigError(InputError):
+    """The config is invalid; the message lists every problem found."""
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _explain(error) -> str:
+    """One jsonschema error as 'config key X: what is wrong; what to do'."""
+    key = _key(error.absolute_path)
+    v, value = error.validator, error.instance
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed))
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"config key {key}: unknown key(s) {', '.join(map(repr, extra))} — remove or correct the spelling{hint}"
+    if v == "required":
+        return f"config key {key}: {error.message} — add it (see config.yaml for an example)"
+    if v == "oneOf" and isinstance(value, dict):
+        return f"config key {key}: give exactly one of `miniature` or `path`"
+    if v in ("type", "enum", "const"):
+        return f"config key {key}: {value!r} is not valid ({error.message}) — {error.schema.get('description', 'fix the value')}"
+    return f"config key {key}: {error.message}"
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+
+
+def cross_check(config: dict) -> list[str]:
+    problems = []
+    grid = config["grid"]
+    for section, names in (("models", grid["models"]), ("sft_datasets", grid["sft_datasets"]),
+                           ("preference_datasets", grid["preference_datasets"]),
+                           ("algorithms", grid["algorithms"])):
+        for name in names:
+            if name not in config[section]:
+                problems.append(f"config key grid.{section}: {name!r} is not defined under `{section}` — "
+                                f"define it there or remove it from the grid")
+    if grid["algorithms"] and not grid["preference_datasets"]:
+        problems.append("config key grid.preference_datasets: empty while grid.algorithms is not — "
+                        "name at least one preference dataset or clear grid.algorithms")
+    for section in ("sft_datasets", "preference_datasets"):
+        for name, spec in config[section].items():
+            mini = spec["miniature"]
+            if "mixture" in mini and abs(sum(mini["mixture"].values()) - 1) > 1e-6:
+                problems.append(f"config key {section}.{name}.miniature.mixture: shares sum to "
+                                f"{sum(mini['mixture'].values()):.3f} — they must sum to 1")
+            kind = mini.get("kind")
+            if kind == "style_only" and "mixture" not in mini:
+                problems.append(f"config key {section}.{name}.miniature: a style_only set needs `mixture`")
+            if kind == "value_gap":
+                if not {"chosen", "rejected"} <= set(mini):
+                    problems.append(f"config key {section}.{name}.miniature: a value_gap set needs `chosen` and `rejected`")
+                elif mini["chosen"] == mini["rejected"]:
+                    problems.append(f"config key {section}.{name}.miniature: chosen and rejected are both "
+                                    f"{mini['chosen']!r} — a value gap needs two different stances")
+    for name, spec in config["models"].items():
+        mini = spec.get("miniature")
+        if mini and mini["hidden_size"] % mini["num_heads"]:
+            problems.append(f"config key models.{name}.miniature.hidden_size: {mini['hidden_size']} is not "
+                            f"divisible by num_heads ({mini['num_heads']})")
+    return problems
+
+
+def validate_config(config: dict) -> dict:
+    """Raise ConfigError listing every problem; return the config unchanged when it is valid."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [_explain(e) for e in errors]
+    if not problems:
+        problems = cross_check(config)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return config
+
+
+def from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Typed settings from a dict; an unknown key is an error naming the class's fields."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"unknown {cls.__name__} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep merge, as Snakemake merges --configfile over the Snakefile's configfile."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_parser(subparsers=None) -> argparse.ArgumentParser:
+    kwargs = dict(description="Validate config files (merged left to right, like Snakemake's --configfile).")
+    parser = subparsers.add_parser("check-config", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    parser.add_argument("configs", nargs="+", help="YAML config files")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    config: dict = {}
+    for path in args.configs:
+        config = merge(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    validate_config(config)
+    print(f"config OK: {' + '.join(args.configs)}")
