@@ -10,10 +10,10 @@ rule build_base_model:
     params:
         settings=lambda w: as_json(config["models"][w.model]["miniature"]),
         seed=config["seed"],
-    threads: resources_of("train")["cpus"]
+    threads: resources_of("base")["cpus"]
     resources:
-        mem_mb=resources_of("train")["mem_mb"],
-        runtime=resources_of("train")["runtime"],
+        mem_mb=resources_of("base")["mem_mb"],
+        runtime=resources_of("base")["runtime"],
     log:
         f"{R}/logs/{{model}}/base.log",
     benchmark:

@@ -28,10 +28,11 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 # Our defaults where TRL's do not suit every machine; anything in config.yaml overrides them.
 # TRL defaults to bf16 and gradient checkpointing; we turn bf16 on only where a GPU has it, and
-# checkpointing only when asked (it slows small models and saves nothing on them).
+# checkpointing only when asked (it slows small models and saves nothing on them). transformers 5
+# names it `activation_checkpointing`; its old name `gradient_checkpointing` still works but warns.
 BASE_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
-    "gradient_checkpointing": False,
+    "activation_checkpointing": False,
     "save_strategy": "no",
     "logging_steps": 10,
     "disable_tqdm": True,
@@ -63,7 +64,8 @@ def make_config(algorithm: str, settings: dict[str, Any], output_dir: str | os.P
             f"{algorithm}: unknown trainer setting(s) {', '.join(unknown)}; keys must be fields of "
             f"TRL's {cls.__name__} (see its documentation)"
         )
-    kwargs = {**BASE_DEFAULTS, "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported()}
+    cuda = torch.cuda.is_available()
+    kwargs = {**BASE_DEFAULTS, "bf16": cuda and torch.cuda.is_bf16_supported(), "dataloader_pin_memory": cuda}
     kwargs.update(settings)
     return cls(output_dir=str(output_dir), seed=seed, **kwargs)
 
