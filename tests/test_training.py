@@ -33,19 +33,21 @@ def data(tmp_path_factory):
     return d
 
 
-def train(data, algorithm, start, train_data, run_dir, settings):
+def train(data, algorithm, start, train_data, run_dir, settings, *extra):
     cli(["train", "--algorithm", algorithm, "--model", str(start), "--data", str(train_data), "--run-dir", str(run_dir),
-         "--snapshots", "2", "--settings", json.dumps({"per_device_train_batch_size": 8, "max_length": 96, **settings})])
+         "--snapshots", "2", "--settings", json.dumps({"per_device_train_batch_size": 8, **settings}), *extra])
 
 
-def check_snapshots(run_dir, total_steps):
+def check_snapshots(run_dir, total_steps=None, model_class=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if total_steps is None:  # online algorithms decide their own step count
+        total_steps = json.loads((run_dir / "snapshots" / "2" / "meta.json").read_text())["total_steps"]
     for k, step in enumerate(snapshot_steps(total_steps, 2)):
         folder = run_dir / "snapshots" / str(k)
         meta = json.loads((folder / "meta.json").read_text())
         assert (meta["k"], meta["step"], meta["total_steps"]) == (k, step, total_steps)
-        AutoModelForCausalLM.from_pretrained(folder)
+        (model_class or AutoModelForCausalLM).from_pretrained(folder)
         AutoTokenizer.from_pretrained(folder)
     assert not (run_dir / ".train").exists(), "work folder is removed once the snapshots are published"
 
@@ -53,7 +55,7 @@ def check_snapshots(run_dir, total_steps):
 @pytest.fixture(scope="module")
 def sft_run(data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "sft"
-    train(data, "sft", data / "base", data / "sft.jsonl", run_dir, {"num_train_epochs": 1})
+    train(data, "sft", data / "base", data / "sft.jsonl", run_dir, {"num_train_epochs": 1, "max_length": 96})
     return run_dir
 
 
@@ -72,10 +74,52 @@ def test_snapshot_zero_is_the_starting_model(data, sft_run):
     assert not (start[name] == end[name]).all()
 
 
-def test_dpo_from_the_sft_result(data, sft_run, tmp_path):
-    run_dir = tmp_path / "dpo"
-    train(data, "dpo", sft_run / "snapshots" / "2", data / "pref.jsonl", run_dir, {"num_train_epochs": 1, "beta": 0.1})
-    check_snapshots(run_dir, total_steps=4)
+@pytest.fixture(scope="module")
+def reward_model(data, sft_run, tmp_path_factory):
+    """The reward model that PPO and GRPO share, trained with TRL's RewardTrainer on the pairs."""
+    from transformers import AutoModelForSequenceClassification
+
+    run_dir = tmp_path_factory.mktemp("runs") / "reward"
+    train(data, "reward", sft_run / "snapshots" / "2", data / "pref.jsonl", run_dir,
+          {"num_train_epochs": 1, "max_length": 512})
+    check_snapshots(run_dir, total_steps=4, model_class=AutoModelForSequenceClassification)
+    return run_dir / "snapshots" / "2"
+
+
+# brief settings per algorithm; the published defaults are in config.yaml
+ONLINE = {"num_generations": 4, "max_completion_length": 12, "num_train_epochs": 1}
+ALGORITHM_SETTINGS = {
+    "dpo": {"num_train_epochs": 1, "beta": 0.1, "max_length": 96},
+    "ipo": {"num_train_epochs": 1, "beta": 0.1, "max_length": 96},
+    "simpo": {"num_train_epochs": 1, "beta": 2.0, "simpo_gamma": 1.0, "max_length": 96},
+    "orpo": {"num_train_epochs": 1, "beta": 0.1, "max_length": 96},
+    "kto": {"num_train_epochs": 1, "beta": 0.1, "max_length": 96},
+    "grpo": ONLINE,
+    "rloo": ONLINE,
+    "ppo": {"total_episodes": 32, "response_length": 12, "num_ppo_epochs": 1, "num_mini_batches": 1,
+            "stop_token": "eos", "kl_coef": 0.05},
+}
+
+
+@pytest.mark.parametrize("algorithm", list(ALGORITHM_SETTINGS))
+def test_algorithm_trains_from_the_sft_result(algorithm, data, sft_run, reward_model, tmp_path):
+    run_dir = tmp_path / algorithm
+    train(data, algorithm, sft_run / "snapshots" / "2", data / "pref.jsonl", run_dir, ALGORITHM_SETTINGS[algorithm],
+          "--reward-model", str(reward_model))
+    check_snapshots(run_dir)
+
+
+def test_grpo_with_the_judge_as_reward(data, sft_run, tmp_path):
+    judge = tmp_path / "judge"
+    for split in ("train", "test"):
+        cli(["prepare-data", "--kind", f"judge-{split}", "--world", WORLD, "--output", str(tmp_path / f"{split}.jsonl"),
+             "--settings", '{"train_size": 90, "test_size": 60, "noise_share": 0.3}'])
+    cli(["train-judge", "--train", str(tmp_path / "train.jsonl"), "--test", str(tmp_path / "test.jsonl"),
+         "--output", str(judge)])
+    run_dir = tmp_path / "grpo"
+    train(data, "grpo", sft_run / "snapshots" / "2", data / "pref.jsonl", run_dir, ONLINE,
+          "--judge-reward", "support", "--judge-model", str(judge))
+    check_snapshots(run_dir)
 
 
 def test_unknown_trainer_field_is_refused_before_loading_anything(data, tmp_path):
@@ -83,3 +127,25 @@ def test_unknown_trainer_field_is_refused_before_loading_anything(data, tmp_path
         train(data, "dpo", data / "base", data / "pref.jsonl", tmp_path / "x", {"betta": 0.1})
     assert e.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_settings_that_define_an_algorithm_cannot_be_overridden(data, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        train(data, "simpo", data / "base", data / "pref.jsonl", tmp_path / "x", {"cpo_alpha": 1.0})
+    assert e.value.code == 2
+
+
+def test_lora_snapshots_are_adapters_that_load_over_the_sft_model(data, sft_run, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path / "dpo-lora"
+    train(data, "dpo", sft_run / "snapshots" / "2", data / "pref.jsonl", run_dir, ALGORITHM_SETTINGS["dpo"],
+          "--lora", json.dumps({"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}))
+    assert (run_dir / "snapshots" / "2" / "adapter_config.json").exists()
+    check_snapshots(run_dir, total_steps=4)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    logits = {k: AutoModelForCausalLM.from_pretrained(run_dir / "snapshots" / str(k))(ids).logits for k in (0, 2)}
+    start = AutoModelForCausalLM.from_pretrained(sft_run / "snapshots" / "2")(ids).logits
+    assert torch.allclose(logits[0], start, atol=1e-5), "k=0 is the SFT model (LoRA starts at zero)"
+    assert not torch.allclose(logits[2], start, atol=1e-5)

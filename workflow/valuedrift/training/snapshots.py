@@ -34,8 +34,9 @@ def is_complete(folder: str | os.PathLike) -> bool:
 class SnapshotCallback(TrainerCallback):
     """Saves snapshot k when training reaches its step; skips snapshots already complete (resume)."""
 
-    def __init__(self, folder: str | os.PathLike, num_snapshots: int, meta: dict):
+    def __init__(self, folder: str | os.PathLike, num_snapshots: int, meta: dict, checkpoint: bool = True):
         self.folder = Path(folder)
+        self.checkpoint = checkpoint  # also request a resume checkpoint at each snapshot
         self.num_snapshots = num_snapshots
         self.meta = meta
         self.trainer = None  # set by the caller once the trainer exists
@@ -52,7 +53,7 @@ class SnapshotCallback(TrainerCallback):
                 self._save(k, state)
                 # a full resume checkpoint at every snapshot but the last, so a restart redoes at
                 # most one snapshot interval
-                if k < self.num_snapshots:
+                if self.checkpoint and k < self.num_snapshots:
                     control.should_save = True
 
     def _save(self, k: int, state) -> None:

@@ -1,9 +1,12 @@
-"""`valuedrift train`: one training phase (SFT or a preference algorithm) with probe snapshots.
+"""`valuedrift train`: one training phase (SFT, a preference algorithm, or a reward model) with
+probe snapshots.
 
-Work in progress lives in `<run>/.train/` (resume checkpoints and snapshots written so far) so
-that it survives a crash: started again with the same settings, the phase resumes from its last
-checkpoint and keeps the snapshots it already has. Only when the phase ends are the snapshots
-moved to `<run>/snapshots/k/`, which is what the workflow's later stages read.
+Work in progress lives in `<run>/.train/` (resume checkpoints and the snapshots written so far),
+so that it survives a crash. On SIGTERM (what SLURM sends at a time limit or preemption) the
+phase writes a checkpoint at the end of the current step and exits with status 75; started again
+with the same settings it resumes from the last checkpoint, keeps the snapshots it already has and
+ends at the same final step. Only when the phase ends are the snapshots moved to
+`<run>/snapshots/k/`, which is what the workflow's later stages read.
 """
 
 from __future__ import annotations
@@ -14,20 +17,30 @@ import json
 import logging
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (SLURM requeue or Snakemake --retries resumes)
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
     kwargs = dict(description=__doc__.split("\n\n")[0])
     parser = subparsers.add_parser("train", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
-    parser.add_argument("--algorithm", required=True, help="sft, dpo, ...")
+    parser.add_argument("--algorithm", required=True, help="sft, dpo, ipo, simpo, orpo, kto, grpo, rloo, ppo, reward")
     parser.add_argument("--model", required=True, help="starting model: hub id or folder")
     parser.add_argument("--data", required=True, help="training set (JSONL in the project's SFT or preference schema)")
     parser.add_argument("--run-dir", required=True, help="run folder; snapshots go to RUN_DIR/snapshots/k")
     parser.add_argument("--snapshots", type=int, required=True, help="K: snapshots after the start")
     parser.add_argument("--settings", default="{}", help="JSON: fields of the algorithm's TRL config")
+    parser.add_argument("--reward-model", default=None, help="trained reward model (PPO, GRPO, RLOO)")
+    parser.add_argument("--judge-reward", default=None, metavar="STANCE",
+                        help="GRPO/RLOO: reward = the judge's p(STANCE) of each sampled answer, instead of a reward model")
+    parser.add_argument("--judge-model", default=None, help="the judge's model folder, with --judge-reward")
+    parser.add_argument("--lora", default="null",
+                        help="JSON: peft LoraConfig fields to train adapters instead of all weights; null = full")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     return parser
@@ -35,28 +48,17 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 
 def settings_hash(args: argparse.Namespace) -> str:
     """Identifies everything that changes the trained weights; a resume needs the same hash."""
-    key = json.dumps([args.algorithm, args.model, args.data, args.snapshots, json.loads(args.settings), args.seed],
-                     sort_keys=True)
+    key = json.dumps([args.algorithm, args.model, args.data, args.snapshots, json.loads(args.settings), args.seed,
+                      args.reward_model, args.judge_reward, json.loads(args.lora)], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def load_dataset_for(algorithm: str, path: str):
-    from datasets import Dataset
-
-    from valuedrift.io import read_jsonl
-    from valuedrift.training.trainers import ALGORITHMS
-
-    columns = {"sft": ["prompt", "completion"], "preference": ["prompt", "chosen", "rejected"]}[
-        ALGORITHMS[algorithm].data]
-    rows = read_jsonl(path, required=columns)
-    return Dataset.from_list([{c: row[c] for c in columns} for row in rows])
-
-
-def prepare_work_dir(work: Path, config_hash: str) -> bool:
+def prepare_work_dir(work: Path, config_hash: str, resumable: bool) -> bool:
     """Returns True when `work` holds a resumable checkpoint of the same settings."""
     stamp = work / "settings_hash"
-    if stamp.exists() and stamp.read_text().strip() != config_hash:
-        log.warning("settings changed since the interrupted run; starting this phase afresh")
+    if stamp.exists() and (stamp.read_text().strip() != config_hash or not resumable):
+        log.warning("an interrupted run is here but %s; starting this phase afresh",
+                    "its settings differ" if resumable else "this algorithm cannot resume")
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(config_hash)
@@ -77,34 +79,115 @@ def publish_snapshots(work: Path, run_dir: Path, num_snapshots: int) -> None:
         os.replace(src, out / str(k))
 
 
+def load_models(args: argparse.Namespace):
+    """The policy and whatever else the algorithm needs, all from folders or hub ids."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from valuedrift.io import InputError
+    from valuedrift.training.trainers import Models, spec
+
+    algo = spec(args.algorithm)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if algo.data == "prompt_ids":
+        tokenizer.padding_side = "left"  # PPO generates from batches of prompts
+    if algo.sequence_classifier:
+        policy = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1)
+    else:
+        policy = AutoModelForCausalLM.from_pretrained(args.model)
+    models = Models(policy, tokenizer)
+    if algo.reference_model:
+        models.reference = AutoModelForCausalLM.from_pretrained(args.model)
+    if algo.reward:
+        if args.judge_reward and args.algorithm != "ppo":
+            from valuedrift.training.rewards import StanceReward
+
+            models.reward = StanceReward.load(args.judge_model, args.judge_reward)
+        elif args.reward_model:
+            models.reward = AutoModelForSequenceClassification.from_pretrained(args.reward_model, num_labels=1)
+        else:
+            raise InputError(f"{args.algorithm} needs --reward-model" + ("" if args.algorithm == "ppo" else
+                                                                         " or --judge-reward"))
+    if algo.value_model:
+        models.value = AutoModelForSequenceClassification.from_pretrained(args.reward_model, num_labels=1)
+    return models
+
+
+class Preemption:
+    """Turns SIGTERM into 'checkpoint at the end of this step, then stop'."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame) -> None:
+        log.warning("received signal %d: checkpointing at the end of this step, then stopping", signum)
+        self.requested = True
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if outer.requested:
+                    control.should_save = True
+                    control.should_training_stop = True
+
+        return _Callback()
+
+
+def check_rows_kept(trainer, n_rows: int, settings: dict) -> None:
+    """Some TRL trainers drop rows longer than max_length instead of truncating them: say so, and
+    refuse to train on nothing."""
+    from valuedrift.io import InputError
+
+    kept = len(trainer.train_dataset)
+    if kept == 0:
+        raise InputError(f"every one of the {n_rows} training rows is longer than max_length="
+                         f"{settings.get('max_length')}; raise max_length in the algorithm's settings")
+    if kept < n_rows:
+        log.warning("the trainer dropped %d of %d rows longer than max_length=%s", n_rows - kept, n_rows,
+                    settings.get("max_length"))
+
+
 def main(args: argparse.Namespace) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from valuedrift.training.data import load_training_data
     from valuedrift.training.snapshots import SnapshotCallback
-    from valuedrift.training.trainers import ALGORITHMS, make_config, make_trainer
+    from valuedrift.training.trainers import make_config, make_trainer, spec
 
     torch.set_num_threads(args.threads)
+    algo = spec(args.algorithm)
     run_dir = Path(args.run_dir)
     work = run_dir / ".train"
     config_hash = settings_hash(args)
     # resume checkpoints are written at every snapshot (see SnapshotCallback); keep only the last
     settings = {"save_total_limit": 1, **json.loads(args.settings)}
     config = make_config(args.algorithm, settings, work / "checkpoints", args.seed)
-    resume = prepare_work_dir(work, config_hash)
+    resume = prepare_work_dir(work, config_hash, algo.resumable)
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model)
-    ref_model = AutoModelForCausalLM.from_pretrained(args.model) if ALGORITHMS[args.algorithm].reference_model else None
-    dataset = load_dataset_for(args.algorithm, args.data)
-    meta = {"algorithm": args.algorithm, "start_model": args.model, "data": args.data,
-            "settings_hash": config_hash}
-    snapshots = SnapshotCallback(work / "snapshots", args.snapshots, meta)
-    trainer = make_trainer(args.algorithm, model, tokenizer, dataset, config, ref_model, [snapshots])
+    models = load_models(args)
+    dataset = load_training_data(algo.data, args.data, models.tokenizer)
+    meta = {"algorithm": args.algorithm, "start_model": args.model, "data": args.data, "settings_hash": config_hash}
+    snapshots = SnapshotCallback(work / "snapshots", args.snapshots, meta, checkpoint=algo.resumable)
+    preemption = Preemption()
+    callbacks = [snapshots]
+    if algo.resumable:
+        preemption.install()
+        callbacks.append(preemption.callback())
+    trainer = make_trainer(args.algorithm, models, dataset, config, callbacks, lora=json.loads(args.lora))
     snapshots.trainer = trainer
+    check_rows_kept(trainer, len(dataset), settings)
     log.info("%s on %s: %d rows, %s", args.algorithm, args.data, len(dataset),
              "resuming from the last checkpoint" if resume else "starting")
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=True) if resume else trainer.train()
+    if preemption.requested:
+        log.warning("stopped at step %d with a checkpoint; run again to resume", trainer.state.global_step)
+        sys.exit(EXIT_PREEMPTED)
     if trainer.is_world_process_zero():
         publish_snapshots(work, run_dir, args.snapshots)
         shutil.rmtree(work)

@@ -2,6 +2,8 @@
 
 Trainer settings in config.yaml are exactly the fields of the TRL config class named here, so a
 recipe reads like TRL's own documentation; an unknown field is an error naming the class.
+`fixed` holds the settings that make an algorithm what it is (SimPO is TRL's CPO trainer with the
+SimPO loss and no NLL term); a config that contradicts them is refused.
 """
 
 from __future__ import annotations
@@ -9,22 +11,48 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from valuedrift.io import InputError
 
 
 @dataclass(frozen=True)
 class Algorithm:
-    config_class: str       # "module:Class"
+    config_class: str        # "module:Class"
     trainer_class: str
-    data: str               # which dataset schema it trains on: "sft" or "preference"
-    reference_model: bool   # whether the trainer wants a frozen reference copy of the policy
+    # the training rows it takes (see valuedrift.training.data): sft, preference, unpaired,
+    # prompt (text prompts for online sampling) or prompt_ids (tokenized prompts, for PPO)
+    data: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+    reference_model: bool = False   # a frozen copy of the starting policy
+    reward: bool = False            # scores sampled answers: a trained reward model (or the judge)
+    value_model: bool = False       # PPO's critic, initialized from the reward model
+    sequence_classifier: bool = False  # trains a scalar head (the reward model) instead of an LM
+    resumable: bool = True          # TRL can resume it from a checkpoint
+    lora: bool = False              # may train LoRA adapters instead of all weights (config `lora`)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "sft": Algorithm("trl:SFTConfig", "trl:SFTTrainer", data="sft", reference_model=False),
-    "dpo": Algorithm("trl:DPOConfig", "trl:DPOTrainer", data="preference", reference_model=True),
+    "sft": Algorithm("trl:SFTConfig", "trl:SFTTrainer", data="sft"),
+    "dpo": Algorithm("trl:DPOConfig", "trl:DPOTrainer", data="preference", reference_model=True, lora=True),
+    "ipo": Algorithm("trl:DPOConfig", "trl:DPOTrainer", data="preference", fixed={"loss_type": ["ipo"]},
+                     reference_model=True, lora=True),
+    "simpo": Algorithm("trl.experimental.cpo:CPOConfig", "trl.experimental.cpo:CPOTrainer", data="preference",
+                       fixed={"loss_type": "simpo", "cpo_alpha": 0.0}, lora=True),
+    "orpo": Algorithm("trl.experimental.orpo:ORPOConfig", "trl.experimental.orpo:ORPOTrainer", data="preference",
+                      lora=True),
+    "kto": Algorithm("trl:KTOConfig", "trl:KTOTrainer", data="unpaired", reference_model=True, lora=True),
+    "grpo": Algorithm("trl:GRPOConfig", "trl:GRPOTrainer", data="prompt", reward=True, lora=True),
+    "rloo": Algorithm("trl:RLOOConfig", "trl:RLOOTrainer", data="prompt", reward=True, lora=True),
+    # TRL's PPO loop has no resume_from_checkpoint: an interrupted PPO phase starts over; it also
+    # trains its value model beside the policy, so it always fine-tunes all weights
+    "ppo": Algorithm("trl.experimental.ppo:PPOConfig", "trl.experimental.ppo:PPOTrainer", data="prompt_ids",
+                     reference_model=True, reward=True, value_model=True, resumable=False),
+    "reward": Algorithm("trl:RewardConfig", "trl:RewardTrainer", data="preference", sequence_classifier=True),
 }
+
+PREFERENCE_ALGORITHMS = tuple(a for a in ALGORITHMS if a not in ("sft", "reward"))
 
 # Our defaults where TRL's do not suit every machine; anything in config.yaml overrides them.
 # TRL defaults to bf16 and gradient checkpointing; we turn bf16 on only where a GPU has it, and
@@ -45,43 +73,70 @@ def _import(path: str):
     return getattr(importlib.import_module(module), name)
 
 
+def spec(algorithm: str) -> Algorithm:
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"unknown algorithm {algorithm!r}; known: {', '.join(sorted(ALGORITHMS))}")
+    return ALGORITHMS[algorithm]
+
+
 def trl_config_fields(algorithm: str) -> set[str]:
-    return {f.name for f in dataclasses.fields(_import(ALGORITHMS[algorithm].config_class))}
+    return {f.name for f in dataclasses.fields(_import(spec(algorithm).config_class))}
 
 
 def make_config(algorithm: str, settings: dict[str, Any], output_dir: str | os.PathLike, seed: int):
     """Build the TRL config for `algorithm` from config.yaml's settings, checking every key."""
     import torch
 
-    from valuedrift.io import InputError
-
-    if algorithm not in ALGORITHMS:
-        raise InputError(f"unknown algorithm {algorithm!r}; known: {', '.join(sorted(ALGORITHMS))}")
-    cls = _import(ALGORITHMS[algorithm].config_class)
+    algo = spec(algorithm)
+    cls = _import(algo.config_class)
     unknown = sorted(set(settings) - trl_config_fields(algorithm))
     if unknown:
         raise InputError(
             f"{algorithm}: unknown trainer setting(s) {', '.join(unknown)}; keys must be fields of "
             f"TRL's {cls.__name__} (see its documentation)"
         )
+    clashes = sorted(k for k, v in algo.fixed.items() if k in settings and settings[k] != v)
+    if clashes:
+        raise InputError(f"{algorithm}: {', '.join(f'{k}={algo.fixed[k]!r}' for k in clashes)} define(s) "
+                         f"this algorithm; remove {', '.join(clashes)} from its settings")
     cuda = torch.cuda.is_available()
     kwargs = {**BASE_DEFAULTS, "bf16": cuda and torch.cuda.is_bf16_supported(), "dataloader_pin_memory": cuda}
     kwargs.update(settings)
+    kwargs.update(algo.fixed)
     return cls(output_dir=str(output_dir), seed=seed, **kwargs)
 
 
-def make_trainer(algorithm: str, model, tokenizer, dataset, config, ref_model=None, callbacks=()):
-    spec = ALGORITHMS[algorithm]
-    kwargs = dict(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+@dataclass
+class Models:
+    """The models one phase needs, loaded by the caller (see valuedrift.training.train)."""
+
+    policy: Any
+    tokenizer: Any
+    reference: Any = None
+    reward: Any = None      # a sequence-classification model, or a callable reward (GRPO/RLOO)
+    value: Any = None
+
+
+def make_trainer(algorithm: str, models: Models, dataset, config, callbacks=(), lora: dict | None = None):
+    """The TRL trainer of `algorithm`; with `lora` (LoraConfig fields) it trains adapters only, and
+    its snapshots are adapters that `from_pretrained` loads over the starting model."""
+    algo = spec(algorithm)
+    kwargs = dict(model=models.policy, args=config, train_dataset=dataset, processing_class=models.tokenizer,
                   callbacks=list(callbacks))
-    if spec.reference_model:
-        kwargs["ref_model"] = ref_model
-    return _import(spec.trainer_class)(**kwargs)
+    if lora:
+        if not algo.lora:
+            raise InputError(f"{algorithm} trains all weights here; set `lora: null` or drop {algorithm}")
+        from peft import LoraConfig
 
-
-def run_trainer(algorithm: str, model, tokenizer, dataset, settings: dict[str, Any], output_dir, seed: int,
-                ref_model=None, callbacks=(), resume: bool = False):
-    config = make_config(algorithm, settings, output_dir, seed)
-    trainer = make_trainer(algorithm, model, tokenizer, dataset, config, ref_model, callbacks)
-    trainer.train(resume_from_checkpoint=resume or None)
-    return trainer
+        kwargs["peft_config"] = LoraConfig(task_type="CAUSAL_LM", **lora)
+    if algo.reference_model:
+        kwargs["ref_model"] = models.reference
+    if algo.value_model:
+        kwargs["value_model"] = models.value
+    if algo.reward and algorithm == "ppo":
+        kwargs["reward_model"] = models.reward
+    elif algo.reward:
+        kwargs["reward_funcs"] = models.reward
+        if hasattr(models.reward, "config"):  # a reward model reads text with the policy's tokenizer
+            kwargs["reward_processing_classes"] = models.tokenizer
+    return _import(algo.trainer_class)(**kwargs)

@@ -1,0 +1,77 @@
+"""A training phase killed mid-way (SIGTERM, as SLURM sends at a time limit) resumes from its last
+checkpoint, keeps its snapshots, ends at the same final step, and never publishes a half phase."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from valuedrift.cli import main as cli
+from valuedrift.training.snapshots import snapshot_steps
+from valuedrift.training.train import EXIT_PREEMPTED
+
+WORLD = json.dumps({"seed": 0, "eval_questions_per_topic": 5, "judge_test_questions_per_topic": 2})
+TINY = {"vocab_size": 400, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+        "pretrain": {"max_steps": 2, "per_device_train_batch_size": 16, "max_length": 96}}
+SETTINGS = {"num_train_epochs": 4, "per_device_train_batch_size": 1, "max_length": 96, "learning_rate": 1e-3}
+K = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume")
+    cli(["prepare-data", "--kind", "pretrain", "--world", WORLD, "--settings", '{"size": 100, "terse_share": 0.5}',
+         "--output", str(d / "pretrain.jsonl")])
+    cli(["prepare-data", "--kind", "sft", "--name", "s", "--world", WORLD, "--output", str(d / "sft.jsonl"),
+         "--settings", '{"size": 60, "mixture": {"support": 0.2, "neutral": 0.6, "oppose": 0.2}}'])
+    cli(["build-base", "--corpus", str(d / "pretrain.jsonl"), "--output", str(d / "base"), "--settings", json.dumps(TINY)])
+    return d
+
+
+def command(setup, run_dir):
+    return ["valuedrift", "train", "--algorithm", "sft", "--model", str(setup / "base"), "--data",
+            str(setup / "sft.jsonl"), "--run-dir", str(run_dir), "--snapshots", str(K), "--settings", json.dumps(SETTINGS)]
+
+
+def wait_for(path, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"training ended before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.05)
+
+
+def test_sigterm_checkpoints_and_a_restart_resumes(setup, tmp_path):
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen(command(setup, run_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(run_dir / ".train" / "snapshots" / "1" / "meta.json", first)
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == EXIT_PREEMPTED, out
+    checkpoints = list((run_dir / ".train" / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints, "a checkpoint is written on SIGTERM"
+    stopped_at = int(checkpoints[0].name.split("-")[1])
+    total = 60 * 4  # rows x epochs, one row per step
+    assert 0 < stopped_at < total
+    assert not (run_dir / "snapshots").exists(), "a half phase publishes nothing"
+
+    second = subprocess.run(command(setup, run_dir), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from the last checkpoint" in second.stderr
+    for k, step in enumerate(snapshot_steps(total, K)):
+        meta = json.loads((run_dir / "snapshots" / str(k) / "meta.json").read_text())
+        assert (meta["k"], meta["step"], meta["total_steps"]) == (k, step, total)
+    assert not (run_dir / ".train").exists()
+
+
+def test_changed_settings_start_afresh(setup, tmp_path):
+    run_dir = tmp_path / "run"
+    work = run_dir / ".train"
+    (work / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    (work / "settings_hash").write_text("something-else")
+    out = subprocess.run(command(setup, run_dir), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "starting this phase afresh" in out.stderr
+    assert (run_dir / "snapshots" / str(K) / "meta.json").exists()
