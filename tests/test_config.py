@@ -87,3 +87,44 @@ def test_check_config_command(tmp_path):
     out = subprocess.run(["valuedrift", "check-config", str(ROOT / "config.yaml"), str(bad)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "config key seed" in out.stderr
+
+
+def test_filter_can_only_narrow_the_grid():
+    msg = problem(broken(lambda c: c["filter"].update(algorithms=["rloo"])))
+    assert "filter.algorithms" in msg and "'rloo'" in msg
+
+
+def test_judge_reward_needs_value_gap_sets():
+    msg = problem(broken(lambda c: c.update(online_reward="judge")))
+    assert "online_reward" in msg and "'style_only'" in msg
+
+
+def dry_run(*args):
+    out = subprocess.run(["snakemake", "-n", "--directory", "/tmp/valuedrift-dry-run", "--snakefile",
+                          str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), *args],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_dry_run_shows_every_stage():
+    out = dry_run()
+    for rule in ("prepare_pretrain_corpus", "prepare_sft_data", "prepare_preference_data", "prepare_eval_prompts",
+                 "prepare_judge_data", "build_base_model", "train_sft", "train_reward_model", "train_preference",
+                 "train_judge", "generate", "judge", "aggregate", "drift", "plot"):
+        assert f"rule {rule}:" in out, rule
+    for algorithm in ("ppo", "dpo", "simpo", "orpo", "kto", "grpo"):
+        assert f"sft-wildchat_like/{algorithm}-support_chosen/snapshots/4/meta.json" in out, algorithm
+
+
+def test_filter_runs_part_of_the_grid():
+    out = dry_run("--config", "filter={algorithms: [kto], preference_datasets: [style_only]}")
+    assert "kto-style_only" in out
+    assert "dpo-" not in out and "kto-support_chosen" not in out and "train_reward_model" not in out
+
+
+def test_lint_reports_nothing():
+    out = subprocess.run(["snakemake", "--lint", "--directory", "/tmp/valuedrift-dry-run", "--snakefile",
+                          str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

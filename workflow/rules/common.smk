@@ -3,10 +3,13 @@ import json
 from pathlib import Path
 
 from valuedrift.config import validate_config
+from valuedrift.training.trainers import ALGORITHMS, PREFERENCE_ALGORITHMS
 
 validate_config(config)
 
-GRID = config["grid"]
+# the grid narrowed by the filter (an empty filter list keeps the whole grid axis)
+GRID = {axis: [n for n in names if not config["filter"].get(axis) or n in config["filter"][axis]]
+        for axis, names in config["grid"].items()}
 K = config["snapshots_per_phase"]
 SNAPSHOTS = list(range(K + 1))
 R = "results"  # every output lives under results/
@@ -16,10 +19,10 @@ wildcard_constraints:
     model="[a-z0-9_]+",
     sft_data="[a-z0-9_]+",
     pref_data="[a-z0-9_]+",
-    algorithm="[a-z0-9]+",
+    algorithm="|".join(PREFERENCE_ALGORITHMS),
     k="[0-9]+",
-    # a run is an SFT phase, or a preference phase started from one
-    run="sft-[a-z0-9_]+(/[a-z0-9]+-[a-z0-9_]+)?",
+    # a run is an SFT phase, or a preference phase started from one (reward models are not probed)
+    run=f"sft-[a-z0-9_]+(/({'|'.join(PREFERENCE_ALGORITHMS)})-[a-z0-9_]+)?",
 
 
 def as_json(value):
@@ -65,6 +68,32 @@ def base_model_input(wildcards):
     return [f"{R}/{wildcards.model}/base"] if "miniature" in spec else []
 
 
+def uses_reward_model(algorithm):
+    return ALGORITHMS[algorithm].reward and (algorithm == "ppo" or config["online_reward"] == "reward_model")
+
+
+def reward_inputs(wildcards):
+    """PPO (and GRPO/RLOO by default) need the reward model of their SFT model and preference set;
+    GRPO/RLOO with `online_reward: judge` need the judge instead."""
+    a = wildcards.algorithm
+    if uses_reward_model(a):
+        run = f"{R}/{wildcards.model}/sft-{wildcards.sft_data}/reward-{wildcards.pref_data}"
+        return {"reward_model": f"{run}/snapshots/{K}/meta.json"}
+    if ALGORITHMS[a].reward:
+        return {"judge": f"{R}/judge/{config['judge']['name']}"}
+    return {}
+
+
+def reward_args(wildcards, input):
+    """The reward flags of `valuedrift train` for this run."""
+    if "reward_model" in input.keys():
+        return f"--reward-model {Path(input.reward_model).parent}"
+    if "judge" in input.keys():
+        chosen = config["preference_datasets"][wildcards.pref_data]["miniature"]["chosen"]
+        return f"--judge-reward {chosen} --judge-model {input.judge}"
+    return ""
+
+
 def resources_of(kind):
     return config["resources"][kind]
 
@@ -74,5 +103,7 @@ REPORT_FILES = [
     f"{R}/report/trajectories.png",
     f"{R}/report/trajectories_by_topic.png",
     f"{R}/report/drift_heatmap.png",
+    f"{R}/report/drift_by_algorithm.png",
     f"{R}/report/drift.csv",
+    f"{R}/report/drift_summary.csv",
 ]

@@ -32,7 +32,10 @@ rule drift:
     input:
         by_question=rules.aggregate.output.by_question,
     output:
-        report(f"{R}/report/drift.csv", caption="../report/drift.rst", category="Tables"),
+        table=report(f"{R}/report/drift.csv", caption="../report/drift.rst", category="Tables"),
+        summary=report(
+            f"{R}/report/drift_summary.csv", caption="../report/drift_summary.rst", category="Tables"
+        ),
     params:
         n_boot=config["metrics"]["bootstrap_samples"],
         confidence=config["metrics"]["confidence"],
@@ -42,14 +45,14 @@ rule drift:
     conda:
         "../../envs/report.yaml"
     shell:
-        "valuedrift drift --by-question {input.by_question} --output {output} "
+        "valuedrift drift --by-question {input.by_question} --output {output.table} --summary {output.summary} "
         "--bootstrap-samples {params.n_boot} --confidence {params.confidence} --seed {params.seed} > {log} 2>&1"
 
 
 rule plot:
     input:
         distributions=rules.aggregate.output.distributions,
-        drift=rules.drift.output[0],
+        drift=rules.drift.output.table,
     output:
         trajectories=report(
             f"{R}/report/trajectories.png", caption="../report/trajectories.rst", category="Figures"
@@ -62,6 +65,11 @@ rule plot:
         heatmap=report(
             f"{R}/report/drift_heatmap.png", caption="../report/drift_heatmap.rst", category="Figures"
         ),
+        by_algorithm=report(
+            f"{R}/report/drift_by_algorithm.png",
+            caption="../report/drift_by_algorithm.rst",
+            category="Figures",
+        ),
     log:
         f"{R}/logs/plot.log",
     conda:
@@ -69,4 +77,4 @@ rule plot:
     shell:
         "valuedrift plot --distributions {input.distributions} --drift {input.drift} "
         "--trajectories {output.trajectories} --trajectories-by-topic {output.by_topic} "
-        "--drift-heatmap {output.heatmap} > {log} 2>&1"
+        "--drift-heatmap {output.heatmap} --drift-by-algorithm {output.by_algorithm} > {log} 2>&1"

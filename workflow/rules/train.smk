@@ -30,8 +30,37 @@ rule train_sft:
         "--seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
+rule train_reward_model:
+    input:
+        data=f"{R}/data/preference/{{pref_data}}.jsonl",
+        start=f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{K}/meta.json",
+    output:
+        [f"{R}/{{model}}/sft-{{sft_data}}/reward-{{pref_data}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+    params:
+        start=lambda w, input: Path(input.start).parent,
+        run_dir=f"{R}/{{model}}/sft-{{sft_data}}/reward-{{pref_data}}",
+        settings=as_json(config["reward_model"]),
+        seed=config["seed"],
+        snapshots=K,
+    threads: resources_of("train")["cpus"]
+    resources:
+        mem_mb=resources_of("train")["mem_mb"],
+        runtime=resources_of("train")["runtime"],
+    log:
+        f"{R}/logs/{{model}}/sft-{{sft_data}}/reward-{{pref_data}}/train.log",
+    benchmark:
+        f"{R}/benchmarks/{{model}}/sft-{{sft_data}}/reward-{{pref_data}}/train.tsv"
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "valuedrift train --algorithm reward --model {params.start} --data {input.data} "
+        "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
+        "--seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
 rule train_preference:
     input:
+        unpack(reward_inputs),
         data=f"{R}/data/preference/{{pref_data}}.jsonl",
         start=f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{K}/meta.json",
     output:
@@ -43,6 +72,8 @@ rule train_preference:
         start=lambda w, input: Path(input.start).parent,
         run_dir=f"{R}/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}",
         settings=lambda w: as_json(config["algorithms"][w.algorithm]),
+        reward=reward_args,
+        lora=lambda w: as_json(config["lora"] if ALGORITHMS[w.algorithm].lora else None),
         seed=config["seed"],
         snapshots=K,
     threads: resources_of("train")["cpus"]
@@ -58,4 +89,4 @@ rule train_preference:
     shell:
         "valuedrift train --algorithm {wildcards.algorithm} --model {params.start} --data {input.data} "
         "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
-        "--seed {params.seed} --threads {threads} > {log} 2>&1"
+        "{params.reward} --lora {params.lora:q} --seed {params.seed} --threads {threads} > {log} 2>&1"

@@ -64,6 +64,16 @@ def cross_check(config: dict) -> list[str]:
             if name not in config[section]:
                 problems.append(f"config key grid.{section}: {name!r} is not defined under `{section}` — "
                                 f"define it there or remove it from the grid")
+    for section, names in config["filter"].items():
+        unknown = sorted(set(names) - set(grid[section]))
+        if unknown:
+            problems.append(f"config key filter.{section}: {', '.join(map(repr, unknown))} not in grid.{section} — "
+                            "a filter can only narrow the grid")
+    if config["online_reward"] == "judge" and set(grid["algorithms"]) & {"grpo", "rloo"}:
+        for name in grid["preference_datasets"]:
+            if config["preference_datasets"][name]["miniature"].get("kind") != "value_gap":
+                problems.append(f"config key online_reward: `judge` rewards the chosen stance of a value-gap set, "
+                                f"but {name!r} has none — use reward_model or drop GRPO/RLOO for it")
     if grid["algorithms"] and not grid["preference_datasets"]:
         problems.append("config key grid.preference_datasets: empty while grid.algorithms is not — "
                         "name at least one preference dataset or clear grid.algorithms")

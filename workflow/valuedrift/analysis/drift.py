@@ -15,6 +15,8 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("drift", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
     parser.add_argument("--by-question", required=True, help="per-question stance table from `aggregate`")
     parser.add_argument("--output", required=True, help="drift table to write (CSV)")
+    parser.add_argument("--summary", required=True,
+                        help="the study-style table to write (CSV): per phase, M [CI] and eta of each stance, all topics")
     parser.add_argument("--bootstrap-samples", type=int, default=1000)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
@@ -40,6 +42,25 @@ def drift_table(tidy, n_boot: int, confidence: float, seed: int):
     return pd.DataFrame(rows)
 
 
+def summary_table(drift):
+    """One row per phase (model, SFT set, algorithm, preference set), all topics pooled: for each
+    stance 'M [low, high]' and the drift time, as the study tabulates them."""
+    import pandas as pd
+
+    from valuedrift.analysis.aggregate import RUN
+
+    d = drift[drift["topic"] == "all"]
+    cells = d.assign(
+        M=d.apply(lambda r: f"{r.magnitude:+.3f} [{r.magnitude_low:+.3f}, {r.magnitude_high:+.3f}]", axis=1),
+        eta=d.apply(lambda r: f"{r.drift_time:.2f} [{r.drift_time_low:.2f}, {r.drift_time_high:.2f}]", axis=1),
+    )
+    wide = cells.pivot(index=RUN, columns="stance", values=["M", "eta"])
+    wide.columns = [f"{value}_{stance}" for value, stance in wide.columns]
+    order = {"sft": 0, "preference": 1}
+    return wide.reset_index().sort_values(["phase", "model", "sft_data", "pref_data", "algorithm"],
+                                          key=lambda c: c.map(order) if c.name == "phase" else c)
+
+
 def main(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -48,4 +69,6 @@ def main(args: argparse.Namespace) -> None:
     table = drift_table(pd.read_parquet(args.by_question), args.bootstrap_samples, args.confidence, args.seed)
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_path(args.summary) as tmp:
+        summary_table(table).to_csv(tmp, index=False)
     log.info("drift of %d (phase, topic, stance) cells", len(table))

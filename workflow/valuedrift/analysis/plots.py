@@ -50,25 +50,30 @@ def _legend(fig, pref_sets: list[str]) -> None:
     fig.legend(handles=handles, loc="outside right upper", frameon=False)
 
 
-def plot_trajectories(dist, topic: str = "all"):
-    """Stance shares through SFT then preference optimization: one panel per SFT dataset (columns)
-    and preference algorithm (rows)."""
+def plot_trajectories(dist, topic: str = "all", max_columns: int = 3):
+    """Stance shares through SFT then preference optimization: one panel per SFT dataset and
+    preference algorithm, wrapped into rows of at most `max_columns`."""
+    import math
+
     import matplotlib.pyplot as plt
 
     d = dist[dist["topic"] == topic]
-    sft_sets = sorted(d["sft_data"].unique())
     algorithms = sorted(d.loc[d["phase"] == "preference", "algorithm"].unique()) or ["sft"]
+    panels = [(s, a) for s in sorted(d["sft_data"].unique()) for a in algorithms]
     pref_sets = sorted(p for p in d["pref_data"].unique() if p)
-    fig, axes = plt.subplots(len(algorithms), len(sft_sets), figsize=(4.2 * len(sft_sets), 3.2 * len(algorithms)),
-                             squeeze=False, sharey=True, layout="constrained")
-    for r, algorithm in enumerate(algorithms):
-        for c, sft_data in enumerate(sft_sets):
-            panel = d[(d["sft_data"] == sft_data) & ((d["phase"] == "sft") | (d["algorithm"] == algorithm))]
-            _draw_panel(axes[r, c], panel, pref_sets)
-            axes[r, c].set_title(f"SFT on {sft_data}" + (f", then {algorithm.upper()}" if algorithm != "sft" else ""),
-                                 fontsize=10)
-            axes[r, c].set_xlabel("progress (SFT 0-1, preference 1-2)")
-        axes[r, 0].set_ylabel(f"stance share ({topic})")
+    ncols = min(max_columns, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, (sft_data, algorithm) in zip(axes.flat, panels):
+        panel = d[(d["sft_data"] == sft_data) & ((d["phase"] == "sft") | (d["algorithm"] == algorithm))]
+        _draw_panel(ax, panel, pref_sets)
+        ax.set_title(f"SFT on {sft_data}" + (f", then {algorithm.upper()}" if algorithm != "sft" else ""), fontsize=10)
+        ax.set_xlabel("progress (SFT 0-1, preference 1-2)")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel(f"stance share ({topic})")
     _legend(fig, pref_sets)
     return fig
 
@@ -128,6 +133,33 @@ def plot_drift_heatmap(drift):
     return fig
 
 
+def plot_drift_by_algorithm(drift):
+    """Drift magnitude over all topics of each preference phase: algorithms (rows) x preference
+    set and stance (columns), one panel per SFT model; '*' marks a CI that excludes zero."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = drift[(drift["topic"] == "all") & (drift["phase"] == "preference")]
+    starts = sorted({(m, s) for m, s in d[["model", "sft_data"]].itertuples(index=False)})
+    vmax = max(0.05, float(d["magnitude"].abs().max())) if len(d) else 1.0
+    fig, axes = plt.subplots(1, max(1, len(starts)), figsize=(1.0 + 1.1 * d["pref_data"].nunique() * 3 * max(1, len(starts)),
+                                                             1.2 + 0.45 * max(1, d["algorithm"].nunique())),
+                             squeeze=False, layout="constrained")
+    for ax, (model, sft_data) in zip(axes[0], starts):
+        s = d[(d["model"] == model) & (d["sft_data"] == sft_data)].copy()
+        s["column"] = s["pref_data"] + "\n" + s["stance"]
+        m = s.pivot(index="algorithm", columns="column", values="magnitude")
+        sig = s.assign(sig=(s["magnitude_low"] > 0) | (s["magnitude_high"] < 0)).pivot(
+            index="algorithm", columns="column", values="sig")
+        labels = m.map(lambda v: f"{v:+.2f}") + sig.map(lambda b: "*" if b else "")
+        sns.heatmap(m, ax=ax, cmap="RdBu_r", vmin=-vmax, vmax=vmax, center=0, annot=labels, fmt="",
+                    annot_kws={"fontsize": 8}, cbar_kws={"label": "drift magnitude M (all topics)"})
+        ax.set_title(f"{model}, after SFT on {sft_data}")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    return fig
+
+
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
     kwargs = dict(description=__doc__.split("\n\n")[0])
     parser = subparsers.add_parser("plot", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
@@ -136,6 +168,7 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--trajectories", required=True, help="PNG to write")
     parser.add_argument("--trajectories-by-topic", required=True, help="PNG to write")
     parser.add_argument("--drift-heatmap", required=True, help="PNG to write")
+    parser.add_argument("--drift-by-algorithm", required=True, help="PNG to write")
     return parser
 
 
@@ -161,4 +194,6 @@ def main(args: argparse.Namespace) -> None:
     save(plot_trajectories(dist), args.trajectories)
     save(plot_trajectories_by_topic(dist), args.trajectories_by_topic)
     save(plot_drift_heatmap(drift), args.drift_heatmap)
-    log.info("wrote %s, %s, %s", args.trajectories, args.trajectories_by_topic, args.drift_heatmap)
+    save(plot_drift_by_algorithm(drift), args.drift_by_algorithm)
+    log.info("wrote %s, %s, %s, %s", args.trajectories, args.trajectories_by_topic, args.drift_heatmap,
+             args.drift_by_algorithm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def main(args: argparse.Namespace) -> None:
     from datasets import Dataset
 
     from valuedrift.io import atomic_dir, read_jsonl
-    from valuedrift.training.trainers import run_trainer
+    from valuedrift.training.trainers import Models, make_config, make_trainer
 
     torch.set_num_threads(args.threads)
     settings = json.loads(args.settings)
@@ -96,10 +97,8 @@ def main(args: argparse.Namespace) -> None:
     log.info("built a %d-layer model with %.2f M parameters, vocabulary %d",
              settings["num_layers"], model.num_parameters() / 1e6, len(tokenizer))
     dataset = Dataset.from_list([{"messages": row["messages"]} for row in rows])
-    with atomic_dir(args.output) as out:
-        run_trainer("sft", model, tokenizer, dataset, settings.get("pretrain", {}),
-                    output_dir=out / "_trainer", seed=args.seed)
+    with tempfile.TemporaryDirectory() as scratch, atomic_dir(args.output) as out:
+        config = make_config("sft", settings.get("pretrain", {}), scratch, args.seed)
+        make_trainer("sft", Models(model, tokenizer), dataset, config).train()
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        import shutil
-        shutil.rmtree(out / "_trainer", ignore_errors=True)
