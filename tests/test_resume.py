@@ -65,6 +65,16 @@ def test_sigterm_checkpoints_and_a_restart_resumes(setup, tmp_path):
         assert (meta["k"], meta["step"], meta["total_steps"]) == (k, step, total)
     assert not (run_dir / ".train").exists()
 
+    # the resumed phase ends where an uninterrupted one does: same data order, same weights
+    from safetensors.torch import load_file
+
+    whole = tmp_path / "uninterrupted"
+    subprocess.run(command(setup, whole), capture_output=True, check=True, timeout=600)
+    for k in (K - 1, K):
+        resumed = load_file(run_dir / "snapshots" / str(k) / "model.safetensors")
+        reference = load_file(whole / "snapshots" / str(k) / "model.safetensors")
+        assert all((resumed[name] == reference[name]).all() for name in reference), f"snapshot {k} differs"
+
 
 def test_changed_settings_start_afresh(setup, tmp_path):
     run_dir = tmp_path / "run"
