@@ -18,3 +18,25 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+WORLD = '{"seed": 0, "eval_questions_per_topic": 5, "judge_test_questions_per_topic": 2}'
+TINY_MODEL = ('{"vocab_size": 400, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "pretrain": '
+              '{"max_steps": 5, "per_device_train_batch_size": 16, "learning_rate": 3e-3, "max_length": 96}}')
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny world for training tests: pretraining corpus, an SFT set of 48 rows, 32 value-gap
+    pairs, and a base model pretrained for a few steps (seconds, not minutes)."""
+    from valuedrift.cli import main as cli
+
+    d = tmp_path_factory.mktemp("tiny")
+    cli(["prepare-data", "--kind", "pretrain", "--world", WORLD, "--settings", '{"size": 200, "terse_share": 0.5}',
+         "--output", str(d / "pretrain.jsonl")])
+    cli(["prepare-data", "--kind", "sft", "--name", "s", "--world", WORLD, "--output", str(d / "sft.jsonl"),
+         "--settings", '{"size": 48, "mixture": {"support": 0.2, "neutral": 0.6, "oppose": 0.2}}'])
+    cli(["prepare-data", "--kind", "preference", "--name", "p", "--world", WORLD, "--output", str(d / "pref.jsonl"),
+         "--settings", '{"size": 32, "kind": "value_gap", "chosen": "support", "rejected": "oppose"}'])
+    cli(["build-base", "--corpus", str(d / "pretrain.jsonl"), "--output", str(d / "base"), "--settings", TINY_MODEL])
+    return d

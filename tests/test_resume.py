@@ -8,26 +8,17 @@ import time
 
 import pytest
 
-from valuedrift.cli import main as cli
 from valuedrift.training.snapshots import snapshot_steps
 from valuedrift.training.train import EXIT_PREEMPTED
 
-WORLD = json.dumps({"seed": 0, "eval_questions_per_topic": 5, "judge_test_questions_per_topic": 2})
-TINY = {"vocab_size": 400, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-        "pretrain": {"max_steps": 2, "per_device_train_batch_size": 16, "max_length": 96}}
 SETTINGS = {"num_train_epochs": 4, "per_device_train_batch_size": 1, "max_length": 96, "learning_rate": 1e-3}
 K = 4
+ROWS = 48  # the tiny world's SFT set (conftest)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume")
-    cli(["prepare-data", "--kind", "pretrain", "--world", WORLD, "--settings", '{"size": 100, "terse_share": 0.5}',
-         "--output", str(d / "pretrain.jsonl")])
-    cli(["prepare-data", "--kind", "sft", "--name", "s", "--world", WORLD, "--output", str(d / "sft.jsonl"),
-         "--settings", '{"size": 60, "mixture": {"support": 0.2, "neutral": 0.6, "oppose": 0.2}}'])
-    cli(["build-base", "--corpus", str(d / "pretrain.jsonl"), "--output", str(d / "base"), "--settings", json.dumps(TINY)])
-    return d
+def setup(tiny):
+    return tiny
 
 
 def command(setup, run_dir):
@@ -53,7 +44,7 @@ def test_sigterm_checkpoints_and_a_restart_resumes(setup, tmp_path):
     checkpoints = list((run_dir / ".train" / "checkpoints").glob("checkpoint-*"))
     assert checkpoints, "a checkpoint is written on SIGTERM"
     stopped_at = int(checkpoints[0].name.split("-")[1])
-    total = 60 * 4  # rows x epochs, one row per step
+    total = ROWS * 4  # rows x epochs, one row per step
     assert 0 < stopped_at < total
     assert not (run_dir / "snapshots").exists(), "a half phase publishes nothing"
 

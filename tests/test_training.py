@@ -7,9 +7,7 @@ import pytest
 from valuedrift.cli import main as cli
 from valuedrift.training.snapshots import snapshot_steps
 
-WORLD = json.dumps({"seed": 0, "eval_questions_per_topic": 5, "judge_test_questions_per_topic": 2})
-TINY = {"vocab_size": 400, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-        "pretrain": {"max_steps": 5, "per_device_train_batch_size": 16, "learning_rate": 3e-3, "max_length": 96}}
+from conftest import WORLD
 
 
 def test_snapshot_steps_are_evenly_spaced():
@@ -21,16 +19,8 @@ def test_snapshot_steps_are_evenly_spaced():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    cli(["prepare-data", "--kind", "pretrain", "--world", WORLD, "--settings", '{"size": 200, "terse_share": 0.5}',
-         "--output", str(d / "pretrain.jsonl")])
-    cli(["prepare-data", "--kind", "sft", "--name", "s", "--world", WORLD, "--output", str(d / "sft.jsonl"),
-         "--settings", '{"size": 48, "mixture": {"support": 0.2, "neutral": 0.6, "oppose": 0.2}}'])
-    cli(["prepare-data", "--kind", "preference", "--name", "p", "--world", WORLD, "--output", str(d / "pref.jsonl"),
-         "--settings", '{"size": 32, "kind": "value_gap", "chosen": "support", "rejected": "oppose"}'])
-    cli(["build-base", "--corpus", str(d / "pretrain.jsonl"), "--output", str(d / "base"), "--settings", json.dumps(TINY)])
-    return d
+def data(tiny):
+    return tiny
 
 
 def train(data, algorithm, start, train_data, run_dir, settings, *extra):

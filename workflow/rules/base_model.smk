@@ -10,10 +10,9 @@ rule build_base_model:
     params:
         settings=lambda w: as_json(config["models"][w.model]["miniature"]),
         seed=config["seed"],
-    threads: resources_of("base")["cpus"]
+    threads: job_threads("base")
     resources:
-        mem_mb=resources_of("base")["mem_mb"],
-        runtime=resources_of("base")["runtime"],
+        **job_resources("base"),
     log:
         f"{R}/logs/{{model}}/base.log",
     benchmark:

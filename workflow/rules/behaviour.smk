@@ -32,10 +32,9 @@ rule generate:
         settings=as_json(config["behaviour"]),
         tags=run_tags,
         seed=config["seed"],
-    threads: resources_of("probe")["cpus"]
+    threads: job_threads("probe")
     resources:
-        mem_mb=resources_of("probe")["mem_mb"],
-        runtime=resources_of("probe")["runtime"],
+        **job_resources("probe"),
     log:
         f"{R}/logs/{{model}}/{{run}}/behaviour/{{k}}/generate.log",
     benchmark:

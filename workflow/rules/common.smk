@@ -94,8 +94,38 @@ def reward_args(wildcards, input):
     return ""
 
 
-def resources_of(kind):
-    return config["resources"][kind]
+def resources_of(kind, wildcards=None):
+    """Cores, memory, time and GPUs of a kind of job, with the model's own overrides."""
+    base = config["resources"][kind]
+    if wildcards is None or "model" not in wildcards.keys():
+        return base
+    return {**base, **config["models"][wildcards.model].get("resources", {}).get(kind, {})}
+
+
+def job_resources(kind):
+    """The `resources:` of a rule of this kind, as callables so per-model overrides apply."""
+    return {
+        name: (lambda w, name=name: resources_of(kind, w)[name])
+        for name in ("mem_mb", "runtime", "gpu")
+    }
+
+
+def job_threads(kind):
+    return lambda w: resources_of(kind, w)["cpus"]
+
+
+def launcher(wildcards):
+    """How a training job starts: one process, or `accelerate launch` with one process per GPU
+    (sharded with DeepSpeed when the config names a DeepSpeed file)."""
+    gpus = resources_of("train", wildcards)["gpu"]
+    deepspeed = config["deepspeed"]
+    if gpus <= 1 and not deepspeed:
+        return "valuedrift"
+    if deepspeed:
+        mode = f"--use_deepspeed --deepspeed_config_file {deepspeed}"
+    else:
+        mode = "--multi_gpu"
+    return f"accelerate launch --num_processes {max(gpus, 1)} {mode} -m valuedrift"
 
 
 STANCE_FILES = [f"{R}/{run}/behaviour/{k}/stances.jsonl" for run in runs() for k in SNAPSHOTS]

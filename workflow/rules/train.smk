@@ -14,10 +14,10 @@ rule train_sft:
         settings=as_json(config["sft"]),
         seed=config["seed"],
         snapshots=K,
-    threads: resources_of("train")["cpus"]
+        launch=launcher,
+    threads: job_threads("train")
     resources:
-        mem_mb=resources_of("train")["mem_mb"],
-        runtime=resources_of("train")["runtime"],
+        **job_resources("train"),
     log:
         f"{R}/logs/{{model}}/sft-{{sft_data}}/train.log",
     benchmark:
@@ -25,7 +25,7 @@ rule train_sft:
     conda:
         "../../envs/train.yaml"
     shell:
-        "valuedrift train --algorithm sft --model {params.start} --data {input.data} "
+        "{params.launch} train --algorithm sft --model {params.start} --data {input.data} "
         "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"
 
@@ -42,10 +42,10 @@ rule train_reward_model:
         settings=as_json(config["reward_model"]),
         seed=config["seed"],
         snapshots=K,
-    threads: resources_of("train")["cpus"]
+        launch=launcher,
+    threads: job_threads("train")
     resources:
-        mem_mb=resources_of("train")["mem_mb"],
-        runtime=resources_of("train")["runtime"],
+        **job_resources("train"),
     log:
         f"{R}/logs/{{model}}/sft-{{sft_data}}/reward-{{pref_data}}/train.log",
     benchmark:
@@ -53,7 +53,7 @@ rule train_reward_model:
     conda:
         "../../envs/train.yaml"
     shell:
-        "valuedrift train --algorithm reward --model {params.start} --data {input.data} "
+        "{params.launch} train --algorithm reward --model {params.start} --data {input.data} "
         "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"
 
@@ -76,10 +76,10 @@ rule train_preference:
         lora=lambda w: as_json(config["lora"] if ALGORITHMS[w.algorithm].lora else None),
         seed=config["seed"],
         snapshots=K,
-    threads: resources_of("train")["cpus"]
+        launch=launcher,
+    threads: job_threads("train")
     resources:
-        mem_mb=resources_of("train")["mem_mb"],
-        runtime=resources_of("train")["runtime"],
+        **job_resources("train"),
     log:
         f"{R}/logs/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}/train.log",
     benchmark:
@@ -87,6 +87,6 @@ rule train_preference:
     conda:
         "../../envs/train.yaml"
     shell:
-        "valuedrift train --algorithm {wildcards.algorithm} --model {params.start} --data {input.data} "
+        "{params.launch} train --algorithm {wildcards.algorithm} --model {params.start} --data {input.data} "
         "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
         "{params.reward} --lora {params.lora:q} --seed {params.seed} --threads {threads} > {log} 2>&1"

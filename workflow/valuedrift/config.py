@@ -92,6 +92,9 @@ def cross_check(config: dict) -> list[str]:
                 elif mini["chosen"] == mini["rejected"]:
                     problems.append(f"config key {section}.{name}.miniature: chosen and rejected are both "
                                     f"{mini['chosen']!r} — a value gap needs two different stances")
+    if config["deepspeed"] and not Path(config["deepspeed"]).is_file():
+        problems.append(f"config key deepspeed: {config['deepspeed']!r} does not exist — give the path of a "
+                        "DeepSpeed JSON (workflow/deepspeed/zero2.json or zero3.json) or null")
     for name, spec in config["models"].items():
         mini = spec.get("miniature")
         if mini and mini["hidden_size"] % mini["num_heads"]:

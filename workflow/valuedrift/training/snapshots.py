@@ -41,6 +41,9 @@ class SnapshotCallback(TrainerCallback):
         self.meta = meta
         self.trainer = None  # set by the caller once the trainer exists
         self.steps: list[int] = []
+        # decided once, before training, so every process of a multi-GPU run agrees on which
+        # snapshots to save (saving under ZeRO-3 is collective: all processes must take part)
+        self.done = {int(p.name) for p in self.folder.glob("*") if p.name.isdigit() and is_complete(p)}
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.steps = snapshot_steps(state.max_steps, self.num_snapshots)
@@ -58,7 +61,7 @@ class SnapshotCallback(TrainerCallback):
 
     def _save(self, k: int, state) -> None:
         target = self.folder / str(k)
-        if is_complete(target):
+        if k in self.done:
             return
         tmp = self.folder / f".{k}.tmp"
         # save_model gathers sharded weights (DeepSpeed ZeRO-3) and writes on the main process only.

@@ -1,6 +1,10 @@
 """`valuedrift train`: one training phase (SFT, a preference algorithm, or a reward model) with
 probe snapshots.
 
+Several GPUs, sharded with DeepSpeed: `accelerate launch --num_processes N --use_deepspeed
+--deepspeed_config_file workflow/deepspeed/zero3.json -m valuedrift train ...` (the workflow
+builds this command from the config).
+
 Work in progress lives in `<run>/.train/` (resume checkpoints and the snapshots written so far),
 so that it survives a crash. On SIGTERM (what SLURM sends at a time limit or preemption) the
 phase writes a checkpoint at the end of the current step and exits with status 75; started again
@@ -113,7 +117,9 @@ def load_models(args: argparse.Namespace):
 
 
 class Preemption:
-    """Turns SIGTERM into 'checkpoint at the end of this step, then stop'."""
+    """Turns SIGTERM into 'checkpoint at the end of this step, then stop'. In a multi-process run
+    the processes agree on the step (a signal reaches them at slightly different times, and the
+    checkpoint is a collective operation)."""
 
     def __init__(self):
         self.requested = False
@@ -126,12 +132,19 @@ class Preemption:
         self.requested = True
 
     def callback(self):
+        import torch
         from transformers import TrainerCallback
 
         outer = self
 
         class _Callback(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
+                import torch.distributed as dist
+
+                if dist.is_available() and dist.is_initialized():
+                    flag = torch.tensor([int(outer.requested)])
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    outer.requested = bool(flag.item())
                 if outer.requested:
                     control.should_save = True
                     control.should_training_stop = True
@@ -156,6 +169,7 @@ def check_rows_kept(trainer, n_rows: int, settings: dict) -> None:
 def main(args: argparse.Namespace) -> None:
     import torch
 
+    from valuedrift.io import atomic_path
     from valuedrift.training.data import load_training_data
     from valuedrift.training.snapshots import SnapshotCallback
     from valuedrift.training.trainers import make_config, make_trainer, spec
@@ -167,8 +181,13 @@ def main(args: argparse.Namespace) -> None:
     config_hash = settings_hash(args)
     # resume checkpoints are written at every snapshot (see SnapshotCallback); keep only the last
     settings = {"save_total_limit": 1, **json.loads(args.settings)}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # several CPU processes (tests, laptops) talk over gloo; without it DeepSpeed's batch-size
+        # check fails on a world size it does not see
+        settings.setdefault("ddp_backend", "gloo")
     config = make_config(args.algorithm, settings, work / "checkpoints", args.seed)
-    resume = prepare_work_dir(work, config_hash, algo.resumable)
+    with config.main_process_first(local=False, desc="preparing the work folder"):
+        resume = prepare_work_dir(work, config_hash, algo.resumable)
 
     models = load_models(args)
     dataset = load_training_data(algo.data, args.data, models.tokenizer)
@@ -187,7 +206,20 @@ def main(args: argparse.Namespace) -> None:
     trainer.train(resume_from_checkpoint=True) if resume else trainer.train()
     if preemption.requested:
         log.warning("stopped at step %d with a checkpoint; run again to resume", trainer.state.global_step)
+        finish_distributed()
         sys.exit(EXIT_PREEMPTED)
     if trainer.is_world_process_zero():
         publish_snapshots(work, run_dir, args.snapshots)
+        with atomic_path(run_dir / "trainer_state.json") as tmp:  # the loss curve and other logs
+            trainer.state.save_to_json(str(tmp))
         shutil.rmtree(work)
+    finish_distributed()
+
+
+def finish_distributed() -> None:
+    """Close the process group: without it a multi-process run occasionally aborts at exit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
