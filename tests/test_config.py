@@ -128,3 +128,24 @@ def test_lint_reports_nothing():
                           str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_cluster_dry_run_shows_gpus_memory_and_time(root):
+    """A dry run of the shipped cluster experiment through the SLURM profile: every heavy job asks
+    for the GPUs, memory and time its kind declares, and training launches with DeepSpeed."""
+    # from the project folder, as a user runs it: the experiment's DeepSpeed path is relative
+    out = subprocess.run(["snakemake", "-n", "-p", "--profile", "slurm", "--configfile", "config.yaml",
+                          "workflow/experiments/miniature-cluster.yaml"], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = out.stdout
+    blocks = {}
+    for block in out.split("\nrule ")[1:]:
+        name, _, body = block.partition(":")
+        resources = next((line for line in body.splitlines() if line.strip().startswith("resources:")), "")
+        blocks.setdefault(name, set()).add(resources)
+    for rule, (gpu, mem, runtime) in {"train_sft": (2, 64000, 120), "train_preference": (2, 64000, 120),
+                                      "train_reward_model": (2, 64000, 120), "generate": (1, 32000, 30)}.items():
+        for line in blocks[rule]:
+            assert f"gpu={gpu}" in line and f"mem_mb={mem}," in line and f"runtime={runtime}" in line, (rule, line)
+    assert "accelerate launch --num_processes 2 --use_deepspeed --deepspeed_config_file workflow/deepspeed/zero2.json" in out

@@ -1,0 +1,64 @@
+"""The workflow through `snakemake --profile slurm` on a real SLURM cluster.
+
+Runs where a cluster answers (CI starts a single-node one with tests/slurm/start-cluster.sh);
+skipped elsewhere. The CI-only flags shorten the status-check intervals and ask squeue for job
+states, since the test cluster has no accounting database for sacct.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CI_FLAGS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+            "--seconds-between-status-checks", "2", "--latency-wait", "10", "--retries", "0",
+            "--slurm-keep-successful-logs"]
+
+
+def cluster_up() -> bool:
+    if not shutil.which("sinfo") or not Path("/etc/slurm/slurm.conf").exists():
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not cluster_up(), reason="no SLURM cluster (tests/slurm/start-cluster.sh starts one)")]
+
+
+@pytest.fixture(scope="module")
+def slurm_run(root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("slurm")
+    cmd = ["snakemake", "--profile", str(root / "slurm"), "--snakefile", str(root / "Snakefile"),
+           "--directory", str(work), "--configfile", str(root / "config.yaml"),
+           str(root / "tests" / "config-ci.yaml"), str(root / "tests" / "config-slurm.yaml"), *CI_FLAGS]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired as e:
+        subprocess.run(["scancel", "--user", "root"], timeout=30)
+        pytest.fail(f"snakemake through SLURM did not finish in 20 minutes:\n{(e.stderr or b'')[-5000:]}")
+    if out.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in (work / ".snakemake" / "slurm_logs").rglob("*.log"))
+        pytest.fail(f"snakemake --profile slurm failed:\n{out.stderr[-6000:]}\n{logs[-10000:]}")
+    return work, out.stderr
+
+
+def test_outputs_exist(slurm_run):
+    work, _ = slurm_run
+    for name in ("trajectories.png", "drift_heatmap.png", "drift_by_algorithm.png", "drift.csv"):
+        assert (work / "results" / "report" / name).stat().st_size > 0
+
+
+def test_heavy_jobs_went_through_slurm_and_light_ones_did_not(slurm_run):
+    work, log = slurm_run
+    assert "submitted with SLURM jobid" in log
+    # the plugin keeps one log per SLURM job under slurm_logs/rule_<name>/<wildcards>/<jobid>.log
+    slurm_logs = {part.removeprefix("rule_") for p in (work / ".snakemake" / "slurm_logs").rglob("*.log")
+                  for part in p.parts if part.startswith("rule_")}
+    for rule in ("build_base_model", "train_sft", "train_preference", "train_judge", "generate", "judge"):
+        assert rule in slurm_logs, f"{rule} has no SLURM log; SLURM logs for: {sorted(slurm_logs)}"
+    for rule in ("aggregate", "drift", "plot", "prepare_sft_data"):
+        assert rule not in slurm_logs, f"{rule} is a local rule but went through SLURM"
