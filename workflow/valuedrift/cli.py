@@ -27,6 +27,14 @@ COMMANDS = {
 }
 
 
+def command_parser(subparsers, name: str, doc: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of one subcommand (standalone when `subparsers` is None); its description is
+    the first paragraph of the module's docstring."""
+    kwargs = dict(description=description or doc.split("\n\n")[0],
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    return subparsers.add_parser(name, **kwargs) if subparsers else argparse.ArgumentParser(prog=name, **kwargs)
+
+
 def make_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(prog="valuedrift", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)

@@ -135,8 +135,10 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description="Validate config files (merged left to right, like Snakemake's --configfile).")
-    parser = subparsers.add_parser("check-config", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "check-config", __doc__,
+                            "Validate config files (merged left to right, like Snakemake's --configfile).")
     parser.add_argument("configs", nargs="+", help="YAML config files")
     return parser
 

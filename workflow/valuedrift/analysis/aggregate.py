@@ -19,8 +19,9 @@ VERSIONS = ["judge", "judge_version", "prompts_version"]
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("aggregate", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "aggregate", __doc__)
     parser.add_argument("stances", nargs="+", help="stances JSONL files (one per snapshot)")
     parser.add_argument("--by-question", required=True, help="per-question table to write (.parquet; a .csv beside it)")
     parser.add_argument("--distributions", required=True, help="per-topic table to write (.parquet; a .csv beside it)")

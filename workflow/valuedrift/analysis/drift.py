@@ -11,8 +11,9 @@ log = logging.getLogger(__name__)
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("drift", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "drift", __doc__)
     parser.add_argument("--by-question", required=True, help="per-question stance table from `aggregate`")
     parser.add_argument("--output", required=True, help="drift table to write (CSV)")
     parser.add_argument("--summary", required=True,

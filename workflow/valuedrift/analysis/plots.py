@@ -161,8 +161,9 @@ def plot_drift_by_algorithm(drift):
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("plot", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "plot", __doc__)
     parser.add_argument("--distributions", required=True, help="stance distribution table from `aggregate`")
     parser.add_argument("--drift", required=True, help="drift table from `drift`")
     parser.add_argument("--trajectories", required=True, help="PNG to write")

@@ -28,8 +28,9 @@ class GenerationSettings:
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("generate", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "generate", __doc__)
     parser.add_argument("--model", required=True, help="snapshot folder (or hub id)")
     parser.add_argument("--prompts", required=True, help="evaluation prompts (JSONL: question_id, topic, question)")
     parser.add_argument("--output", required=True, help="generations JSONL to write")

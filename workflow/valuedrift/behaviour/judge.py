@@ -13,8 +13,9 @@ DROPPED = ("question", "answer", "generation")
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("judge", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "judge", __doc__)
     parser.add_argument("--generations", required=True, help="generations JSONL")
     parser.add_argument("--judge", default="stance_classifier", help="judge name (see valuedrift.behaviour.judges)")
     parser.add_argument("--judge-model", default=None, help="the judge's trained model folder, where it has one")

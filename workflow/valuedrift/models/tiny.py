@@ -71,8 +71,9 @@ def build_model(tokenizer, hidden_size: int, num_layers: int, num_heads: int, se
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser = subparsers.add_parser("build-base", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "build-base", __doc__)
     parser.add_argument("--corpus", required=True, help="pretraining corpus (JSONL with 'messages')")
     parser.add_argument("--output", required=True, help="model folder to write")
     parser.add_argument("--settings", required=True, help="JSON: architecture and 'pretrain' (SFTConfig fields)")

@@ -31,8 +31,9 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (SLURM requeue or Snakemake --retr
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("train", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "train", __doc__)
     parser.add_argument("--algorithm", required=True, help="sft, dpo, ipo, simpo, orpo, kto, grpo, rloo, ppo, reward")
     parser.add_argument("--model", required=True, help="starting model: hub id or folder")
     parser.add_argument("--data", required=True, help="training set (JSONL in the project's SFT or preference schema)")

@@ -17,8 +17,9 @@ KINDS = ("pretrain", "sft", "preference", "eval-prompts", "judge-train", "judge-
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("prepare-data", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "prepare-data", __doc__)
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--name", default="", help="dataset name (sft and preference sets)")
     parser.add_argument("--world", required=True, help="JSON: the config's `world` section")

@@ -55,8 +55,9 @@ class StanceClassifierJudge:
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    kwargs = dict(description=__doc__.split("\n\n")[0])
-    parser = subparsers.add_parser("train-judge", **kwargs) if subparsers else argparse.ArgumentParser(**kwargs)
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "train-judge", __doc__)
     parser.add_argument("--train", required=True, help="labelled answers (JSONL: answer, stance)")
     parser.add_argument("--test", required=True, help="held-out labelled answers, other questions")
     parser.add_argument("--output", required=True, help="judge folder to write (model.joblib, metrics.json)")
