@@ -169,6 +169,7 @@ def check_rows_kept(trainer, n_rows: int, settings: dict) -> None:
 
 def main(args: argparse.Namespace) -> None:
     import torch
+    from accelerate import PartialState
 
     from valuedrift.io import atomic_path
     from valuedrift.training.data import load_training_data
@@ -187,7 +188,9 @@ def main(args: argparse.Namespace) -> None:
         # check fails on a world size it does not see
         settings.setdefault("ddp_backend", "gloo")
     config = make_config(args.algorithm, settings, work / "checkpoints", args.seed)
-    with config.main_process_first(local=False, desc="preparing the work folder"):
+    # the main process cleans up or stamps the work folder before the others look at it (not
+    # config.main_process_first: PPOConfig shadows TrainingArguments.world_size with a field)
+    with PartialState().main_process_first():
         resume = prepare_work_dir(work, config_hash, algo.resumable)
 
     models = load_models(args)
