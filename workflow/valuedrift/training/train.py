@@ -207,7 +207,10 @@ def main(args: argparse.Namespace) -> None:
     check_rows_kept(trainer, len(dataset), settings)
     log.info("%s on %s: %d rows, %s", args.algorithm, args.data, len(dataset),
              "resuming from the last checkpoint" if resume else "starting")
-    trainer.train(resume_from_checkpoint=True) if resume else trainer.train()
+    if resume:
+        trainer.train(resume_from_checkpoint=True)
+    else:
+        trainer.train()  # PPO's train() takes no arguments
     if preemption.requested:
         log.warning("stopped at step %d with a checkpoint; run again to resume", trainer.state.global_step)
         finish_distributed()
