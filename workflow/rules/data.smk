@@ -1,11 +1,14 @@
 # Data preparation: the miniature world's datasets, each with a known stance mixture.
 
+# what every dataset of the world is drawn from: its seed and question split
+WORLD = as_json({"seed": config["seed"], **config["world"]})
+
 
 rule prepare_pretrain_corpus:
     output:
         f"{R}/data/pretrain.jsonl",
     params:
-        world=as_json({"seed": config["seed"], **config["world"]}),
+        world=WORLD,
         settings=as_json(config["world"]["pretrain_corpus"]),
     log:
         f"{R}/logs/data/pretrain.log",
@@ -20,7 +23,7 @@ rule prepare_sft_data:
     output:
         f"{R}/data/sft/{{sft_data}}.jsonl",
     params:
-        world=as_json({"seed": config["seed"], **config["world"]}),
+        world=WORLD,
         settings=lambda w: as_json(config["sft_datasets"][w.sft_data]["miniature"]),
     log:
         f"{R}/logs/data/sft/{{sft_data}}.log",
@@ -35,7 +38,7 @@ rule prepare_preference_data:
     output:
         f"{R}/data/preference/{{pref_data}}.jsonl",
     params:
-        world=as_json({"seed": config["seed"], **config["world"]}),
+        world=WORLD,
         settings=lambda w: as_json(config["preference_datasets"][w.pref_data]["miniature"]),
     log:
         f"{R}/logs/data/preference/{{pref_data}}.log",
@@ -50,7 +53,7 @@ rule prepare_eval_prompts:
     output:
         f"{R}/data/eval_prompts.jsonl",
     params:
-        world=as_json({"seed": config["seed"], **config["world"]}),
+        world=WORLD,
     log:
         f"{R}/logs/data/eval_prompts.log",
     conda:
@@ -65,7 +68,7 @@ rule prepare_judge_data:
     wildcard_constraints:
         split="train|test",
     params:
-        world=as_json({"seed": config["seed"], **config["world"]}),
+        world=WORLD,
         settings=as_json(config["world"]["judge_data"]),
     log:
         f"{R}/logs/data/judge/{{split}}.log",

@@ -47,6 +47,13 @@ def by_question(frames) -> "pd.DataFrame":
     return tidy.sort_values(keys + ["stance"]).reset_index(drop=True)
 
 
+def with_topic_all(tidy):
+    """The rows again under topic "all", so every per-topic statistic also pools all questions."""
+    import pandas as pd
+
+    return pd.concat([tidy, tidy.assign(topic="all")])
+
+
 def distributions(tidy, n_boot: int, confidence: float, seed: int):
     import numpy as np
     import pandas as pd
@@ -54,9 +61,8 @@ def distributions(tidy, n_boot: int, confidence: float, seed: int):
     from valuedrift.analysis.metrics import bootstrap_shares, percentile_ci
 
     rng = np.random.default_rng(seed)
-    overall = tidy.assign(topic="all")
     rows = []
-    for keys, g in pd.concat([tidy, overall]).groupby(SNAPSHOT + ["topic", "stance"], sort=True):
+    for keys, g in with_topic_all(tidy).groupby(SNAPSHOT + ["topic", "stance"], sort=True):
         p = g["p"].to_numpy()[:, None]
         low, high = percentile_ci(bootstrap_shares(p, n_boot, rng), confidence)
         rows.append({**dict(zip(SNAPSHOT + ["topic", "stance"], keys)), "share": p.mean(),

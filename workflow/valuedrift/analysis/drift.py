@@ -27,11 +27,11 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 def drift_table(tidy, n_boot: int, confidence: float, seed: int):
     import pandas as pd
 
-    from valuedrift.analysis.aggregate import RUN
+    from valuedrift.analysis.aggregate import RUN, with_topic_all
     from valuedrift.analysis.metrics import drift
 
     rows = []
-    for keys, g in pd.concat([tidy, tidy.assign(topic="all")]).groupby(RUN + ["topic", "stance"], sort=True):
+    for keys, g in with_topic_all(tidy).groupby(RUN + ["topic", "stance"], sort=True):
         wide = g.pivot_table(index="question_id", columns="k", values="p")
         if wide.isna().any().any():
             raise ValueError(f"{dict(zip(RUN + ['topic', 'stance'], keys))}: not every question was "

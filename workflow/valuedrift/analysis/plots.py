@@ -106,6 +106,15 @@ def run_label(row) -> str:
     return f"{row['model']}: {row['algorithm'].upper()} {row['pref_data']} (after SFT {row['sft_data']})"
 
 
+def _magnitude_cells(d, index: str, columns: str):
+    """Drift magnitudes as an index x columns table, and cell labels like '+0.12*' where '*' marks
+    a confidence interval that excludes zero."""
+    m = d.pivot(index=index, columns=columns, values="magnitude")
+    sig = d.assign(sig=(d["magnitude_low"] > 0) | (d["magnitude_high"] < 0)).pivot(
+        index=index, columns=columns, values="sig")
+    return m, m.map(lambda v: f"{v:+.2f}") + sig.map(lambda b: "*" if b else "")
+
+
 def plot_drift_heatmap(drift):
     """Drift magnitude M (end - start of a phase) per phase (rows) and topic (columns), one panel
     per stance; cells whose 95 % CI excludes zero are marked with '*'."""
@@ -120,11 +129,8 @@ def plot_drift_heatmap(drift):
     fig, axes = plt.subplots(1, 3, figsize=(0.55 * len(topics) * 3 + 4, 0.45 * len(runs) + 2.2),
                              sharey=True, layout="constrained")
     for ax, stance in zip(axes, STANCE_COLORS):
-        s = d[d["stance"] == stance]
-        m = s.pivot(index="run", columns="topic", values="magnitude").loc[runs, topics]
-        sig = s.assign(sig=(s["magnitude_low"] > 0) | (s["magnitude_high"] < 0)).pivot(
-            index="run", columns="topic", values="sig").loc[runs, topics]
-        labels = m.map(lambda v: f"{v:+.2f}") + sig.map(lambda b: "*" if b else "")
+        m, labels = _magnitude_cells(d[d["stance"] == stance], "run", "topic")
+        m, labels = m.loc[runs, topics], labels.loc[runs, topics]
         sns.heatmap(m, ax=ax, cmap="RdBu_r", vmin=-vmax, vmax=vmax, center=0, annot=labels, fmt="",
                     annot_kws={"fontsize": 6}, cbar=stance == "oppose", cbar_kws={"label": "drift magnitude M"})
         ax.set_title(f"p({stance})")
@@ -148,10 +154,7 @@ def plot_drift_by_algorithm(drift):
     for ax, (model, sft_data) in zip(axes[0], starts):
         s = d[(d["model"] == model) & (d["sft_data"] == sft_data)].copy()
         s["column"] = s["pref_data"] + "\n" + s["stance"]
-        m = s.pivot(index="algorithm", columns="column", values="magnitude")
-        sig = s.assign(sig=(s["magnitude_low"] > 0) | (s["magnitude_high"] < 0)).pivot(
-            index="algorithm", columns="column", values="sig")
-        labels = m.map(lambda v: f"{v:+.2f}") + sig.map(lambda b: "*" if b else "")
+        m, labels = _magnitude_cells(s, "algorithm", "column")
         sns.heatmap(m, ax=ax, cmap="RdBu_r", vmin=-vmax, vmax=vmax, center=0, annot=labels, fmt="",
                     annot_kws={"fontsize": 8}, cbar_kws={"label": "drift magnitude M (all topics)"})
         ax.set_title(f"{model}, after SFT on {sft_data}")
