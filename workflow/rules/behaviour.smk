@@ -1,24 +1,27 @@
-# The behaviour probe: a judge trained on labelled answers; for every snapshot of every run,
-# sampled answers to the evaluation questions and their judged stance.
+# The behaviour probe: judges trained on labelled answers (where a judge is trained); for every
+# snapshot of every run, sampled answers to the evaluation questions and their judged stance.
 
 
 rule train_judge:
     input:
         train=f"{R}/data/judge/train.jsonl",
         test=f"{R}/data/judge/test.jsonl",
+        encoder=encoder_input,
     output:
-        model=directory(f"{R}/judge/stance_classifier"),
+        model=directory(f"{R}/judge/{{judge}}"),
     params:
-        min_accuracy=config["judge"].get("min_accuracy", 0.0),
+        settings=lambda w: as_json({k: v for k, v in judge_settings(w.judge).items() if k != "kind"}),
+        # only the judge that labels the answers must reach it; compared judges may be weaker
+        min_accuracy=lambda w: config["judge"].get("min_accuracy", 0.0) if w.judge == JUDGE else 0.0,
     log:
-        f"{R}/logs/judge/stance_classifier.log",
+        f"{R}/logs/judge/{{judge}}.log",
     benchmark:
-        f"{R}/benchmarks/judge/stance_classifier.tsv"
+        f"{R}/benchmarks/judge/{{judge}}.tsv"
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift train-judge --train {input.train} --test {input.test} --output {output.model} "
-        "--min-accuracy {params.min_accuracy} > {log} 2>&1"
+        "valuedrift train-judge --name {wildcards.judge} --train {input.train} --test {input.test} "
+        "--settings {params.settings:q} --output {output.model} --min-accuracy {params.min_accuracy} > {log} 2>&1"
 
 
 rule generate:
@@ -49,12 +52,12 @@ rule generate:
 
 rule judge:
     input:
+        unpack(lambda w: judge_inputs(JUDGE)),
         generations=f"{R}/{{model}}/{{run}}/behaviour/{{k}}/generations.jsonl",
-        judge=rules.train_judge.output.model,
     output:
         f"{R}/{{model}}/{{run}}/behaviour/{{k}}/stances.jsonl",
     params:
-        name=config["judge"]["name"],
+        judge=judge_args(JUDGE),
     log:
         f"{R}/logs/{{model}}/{{run}}/behaviour/{{k}}/judge.log",
     benchmark:
@@ -62,5 +65,4 @@ rule judge:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift judge --generations {input.generations} --judge {params.name} "
-        "--judge-model {input.judge} --output {output} > {log} 2>&1"
+        "valuedrift judge --generations {input.generations} {params.judge} --output {output} > {log} 2>&1"

@@ -1,8 +1,13 @@
-"""`valuedrift judge`: the stance of every generated answer, as p(support), p(neutral), p(oppose)."""
+"""`valuedrift judge`: the stance of every answer, as p(support), p(neutral), p(oppose).
+
+Reads generations (or any JSONL with `question` and `answer`) and writes the same rows without the
+texts, plus the judge's name, version and the three probabilities.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 log = logging.getLogger(__name__)
@@ -16,8 +21,10 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     from valuedrift.cli import command_parser
 
     parser = command_parser(subparsers, "judge", __doc__)
-    parser.add_argument("--generations", required=True, help="generations JSONL")
-    parser.add_argument("--judge", default="stance_classifier", help="judge name (see valuedrift.behaviour.judges)")
+    parser.add_argument("--generations", required=True, help="answers to judge (JSONL: question, answer, ...)")
+    parser.add_argument("--judge", default="stance_classifier", help="the judge's name in the config")
+    parser.add_argument("--judge-settings", default='{"kind": "stance_classifier"}',
+                        help="JSON: the judge's entry under `judges:` (kind and its settings)")
     parser.add_argument("--judge-model", default=None, help="the judge's trained model folder, where it has one")
     parser.add_argument("--output", required=True, help="stances JSONL to write")
     return parser
@@ -28,8 +35,8 @@ def main(args: argparse.Namespace) -> None:
     from valuedrift.behaviour.judges import load_judge
     from valuedrift.io import read_jsonl, write_jsonl
 
-    rows = read_jsonl(args.generations, required=("question_id", "topic", "sample", "question", "answer"))
-    judge = load_judge(args.judge, args.judge_model)
+    rows = read_jsonl(args.generations, required=("question", "answer"))
+    judge = load_judge(args.judge, json.loads(args.judge_settings), args.judge_model)
     probs = judge.predict_proba([r["question"] for r in rows], [r["answer"] for r in rows]) if rows else []
     out = ({**{k: v for k, v in r.items() if k not in DROPPED}, "judge": judge.name,
             "judge_version": judge.version, **{f"p_{s}": float(p[i]) for i, s in enumerate(STANCES)}}

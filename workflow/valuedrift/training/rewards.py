@@ -25,10 +25,11 @@ class StanceReward:
         self.__name__ = f"judge_p_{stance}"  # TRL logs each reward function under its name
 
     @classmethod
-    def load(cls, judge_model: str, stance: str, judge_name: str = "stance_classifier") -> "StanceReward":
-        from valuedrift.behaviour.judges import load_judge
+    def load(cls, judge_model: str, stance: str) -> "StanceReward":
+        """The trained judge in folder `judge_model` (its settings are stored beside it)."""
+        from valuedrift.behaviour.judges.stance_classifier import StanceClassifierJudge
 
-        return cls(load_judge(judge_name, judge_model), stance)
+        return cls(StanceClassifierJudge.load(judge_model), stance)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         probs = self.judge.predict_proba([_text(p) for p in prompts], [_text(c) for c in completions])
