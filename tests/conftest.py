@@ -35,8 +35,8 @@ def tiny(tmp_path_factory) -> Path:
     cli(["prepare-data", "--kind", "pretrain", "--world", WORLD, "--settings", '{"size": 200, "terse_share": 0.5}',
          "--output", str(d / "pretrain.jsonl")])
     cli(["prepare-data", "--kind", "sft", "--name", "s", "--world", WORLD, "--output", str(d / "sft.jsonl"),
-         "--settings", '{"size": 48, "mixture": {"support": 0.2, "neutral": 0.6, "oppose": 0.2}}'])
+         "--settings", '{"miniature": {"size": 48, "mixture": {"support": 0.2, "neutral": 0.6, "oppose": 0.2}}}'])
     cli(["prepare-data", "--kind", "preference", "--name", "p", "--world", WORLD, "--output", str(d / "pref.jsonl"),
-         "--settings", '{"size": 32, "kind": "value_gap", "chosen": "support", "rejected": "oppose"}'])
+         "--settings", '{"miniature": {"size": 32, "kind": "value_gap", "chosen": "support", "rejected": "oppose"}}'])
     cli(["build-base", "--corpus", str(d / "pretrain.jsonl"), "--output", str(d / "base"), "--settings", TINY_MODEL])
     return d

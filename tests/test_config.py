@@ -111,7 +111,8 @@ def test_dry_run_shows_every_stage():
     out = dry_run()
     for rule in ("prepare_pretrain_corpus", "prepare_sft_data", "prepare_preference_data", "prepare_eval_prompts",
                  "prepare_judge_data", "build_base_model", "train_sft", "train_reward_model", "train_preference",
-                 "train_judge", "generate", "judge", "aggregate", "drift", "plot"):
+                 "train_judge", "generate", "judge", "aggregate", "drift", "plot", "judge_pairs", "value_gap",
+                 "judge_labelled", "judge_report"):
         assert f"rule {rule}:" in out, rule
     for algorithm in ("ppo", "dpo", "simpo", "orpo", "kto", "grpo"):
         assert f"sft-wildchat_like/{algorithm}-support_chosen/snapshots/4/meta.json" in out, algorithm
@@ -149,3 +150,52 @@ def test_cluster_dry_run_shows_gpus_memory_and_time(root):
         for line in blocks[rule]:
             assert f"gpu={gpu}" in line and f"mem_mb={mem}," in line and f"runtime={runtime}" in line, (rule, line)
     assert "accelerate launch --num_processes 2 --use_deepspeed --deepspeed_config_file workflow/deepspeed/zero2.json" in out
+
+
+def test_a_hub_loader_must_give_the_sets_kind_of_rows():
+    msg = problem(broken(lambda c: c["sft_datasets"].update(
+        uf={"hub": {"loader": "ultrafeedback", "path": "HuggingFaceH4/ultrafeedback_binarized"}})))
+    assert "sft_datasets.uf.hub.loader" in msg and "preference rows" in msg
+
+
+def test_a_dataset_needs_exactly_one_source():
+    msg = problem(broken(lambda c: c["preference_datasets"]["style_only"].update(
+        hub={"loader": "hh_rlhf", "path": "Anthropic/hh-rlhf"})))
+    assert "preference_datasets.style_only" in msg and "exactly one of" in msg
+
+
+def test_judges_must_be_defined():
+    assert "judge.name" in problem(broken(lambda c: c["judge"].update(name="gpt4o")))
+    msg = problem(broken(lambda c: c["judge"].update(compare=["stance_classifier", "gpt4o"])))
+    assert "judge.compare" in msg and "'gpt4o'" in msg
+    msg = problem(broken(lambda c: c["judges"].update(gpt4o={"kind": "openai_api"})))
+    assert "judges.gpt4o" in msg and "needs `model`" in msg
+
+
+def test_synthetic_sets_need_the_builder():
+    msg = problem(broken(lambda c: c["preference_datasets"].update(gap={"synthetic": {"chosen": "support",
+                                                                                      "rejected": "oppose"}})))
+    assert "value_gap_builder" in msg and "gap" in msg
+
+
+def test_real_study_dry_run_builds_the_whole_dag(root):
+    """The Value Drifts grid: 4 models x 2 SFT sets x 3 algorithms x 4 preference sets, V-PRISM,
+    synthetic value-gap pairs, diagnostics; nothing is downloaded by a dry run."""
+    out = subprocess.run(["snakemake", "-n", "-F", "--configfile", "config.yaml", "workflow/experiments/value-drifts.yaml"],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for rule in ("prepare_prism_prompts", "build_vprism", "build_value_gap", "judge_pairs", "judge_report"):
+        assert f"rule {rule}:" in out.stdout, rule
+    assert "prepare_eval_prompts" not in out.stdout and "build_base_model" not in out.stdout
+    # 8 SFT runs, 96 preference runs, 11 snapshots each: every one generated and judged
+    assert "generate                    1144" in out.stdout and "train_preference              96" in out.stdout
+
+
+def test_judge_reward_needs_a_trained_judge():
+    def edit(c):
+        c.update(online_reward="judge")
+        c["grid"]["preference_datasets"] = ["support_chosen"]
+        c["judges"]["api"] = {"kind": "openai_api", "model": "gpt-4o"}
+        c["judge"]["name"] = "api"
+    msg = problem(broken(edit))
+    assert "online_reward" in msg and "openai_api" in msg

@@ -1,8 +1,10 @@
 # Config validation, the run grid and the small input functions every rule file uses.
 import json
+import shlex
 from pathlib import Path
 
-from valuedrift.config import validate_config
+from valuedrift.behaviour.judges import TRAINED
+from valuedrift.config import chosen_stance, validate_config
 from valuedrift.training.trainers import ALGORITHMS, PREFERENCE_ALGORITHMS
 
 validate_config(config)
@@ -57,10 +59,17 @@ def run_tags(wildcards):
     )
 
 
+def model_path(name_or_path):
+    """A model named in `models` (its base folder or hub id), or a hub id / folder as given."""
+    spec = config["models"].get(name_or_path)
+    if spec is None:
+        return name_or_path
+    return f"{R}/{name_or_path}/base" if "miniature" in spec else spec["path"]
+
+
 def start_model(wildcards):
     """The SFT phase starts from the base model: a folder built here, or a hub id / path."""
-    spec = config["models"][wildcards.model]
-    return f"{R}/{wildcards.model}/base" if "miniature" in spec else spec["path"]
+    return model_path(wildcards.model)
 
 
 def base_model_input(wildcards):
@@ -89,7 +98,7 @@ def reward_args(wildcards, input):
     if "reward_model" in input.keys():
         return f"--reward-model {Path(input.reward_model).parent}"
     if "judge" in input.keys():
-        chosen = config["preference_datasets"][wildcards.pref_data]["miniature"]["chosen"]
+        chosen = chosen_stance(config["preference_datasets"][wildcards.pref_data])
         return f"--judge-reward {chosen} --judge-model {input.judge}"
     return ""
 
@@ -128,7 +137,60 @@ def launcher(wildcards):
     return f"accelerate launch --num_processes {max(gpus, 1)} {mode} -m valuedrift"
 
 
+def judge_settings(name):
+    """The judge's entry under `judges:`, with a config model name as encoder resolved to its path."""
+    spec = dict(config["judges"][name])
+    if "encoder" in spec:
+        spec["encoder"] = model_path(spec["encoder"])
+    return spec
+
+
+def judge_inputs(name):
+    """What judging with `name` needs: its trained folder, or nothing (LLM judges)."""
+    return {"judge_model": f"{R}/judge/{name}"} if config["judges"][name]["kind"] in TRAINED else {}
+
+
+def judge_args(name):
+    """The judge flags of `valuedrift judge` / `judge-pairs` / `build-value-gap` for judge `name`."""
+
+    def args(wildcards, input):
+        out = f"--judge {name} --judge-settings {shlex.quote(as_json(judge_settings(name)))}"
+        return out + (f" --judge-model {input.judge_model}" if "judge_model" in input.keys() else "")
+
+    return args
+
+
+def encoder_input(wildcards):
+    """A trained judge on embedding features needs its encoder; a miniature one is built here."""
+    encoder = config["judges"][wildcards.judge].get("encoder")
+    spec = config["models"].get(encoder)
+    return [f"{R}/{encoder}/base"] if spec and "miniature" in spec else []
+
+
+def synthetic_pairs_input(wildcards):
+    return [f"{R}/data/value_gap_pairs.jsonl"] if "synthetic" in config["preference_datasets"][wildcards.pref_data] else []
+
+
+def value_questions_input(wildcards):
+    """The value questions the synthetic value-gap builder answers (never evaluation questions)."""
+    questions = config["value_gap_builder"]["questions"]
+    return {"miniature": f"{R}/data/value_questions.jsonl", "vprism_heldout": f"{R}/data/vprism_heldout.jsonl"}.get(
+        questions, questions)
+
+
+def labelled_answers():
+    return config["judge"].get("labelled") or f"{R}/data/judge/test.jsonl"
+
+
 STANCE_FILES = [f"{R}/{run}/behaviour/{k}/stances.jsonl" for run in runs() for k in SNAPSHOTS]
+JUDGE = config["judge"]["name"]
+COMPARED_JUDGES = config["judge"].get("compare") or [JUDGE]
+DIAGNOSTIC_FILES = [
+    f"{R}/report/value_gap.csv",
+    f"{R}/report/value_gap.png",
+    f"{R}/report/judge_calibration.csv",
+    f"{R}/report/judge_agreement.csv",
+]
 REPORT_FILES = [
     f"{R}/report/trajectories.png",
     f"{R}/report/trajectories_by_topic.png",

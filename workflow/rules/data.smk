@@ -1,4 +1,5 @@
-# Data preparation: the miniature world's datasets, each with a known stance mixture.
+# Data preparation: the miniature world's datasets (known stance mixtures), hub datasets
+# normalized into the same schemas, the V-PRISM evaluation questions and synthetic value-gap pairs.
 
 # what every dataset of the world is drawn from: its seed and question split
 WORLD = as_json({"seed": config["seed"], **config["world"]})
@@ -24,7 +25,7 @@ rule prepare_sft_data:
         f"{R}/data/sft/{{sft_data}}.jsonl",
     params:
         world=WORLD,
-        settings=lambda w: as_json(config["sft_datasets"][w.sft_data]["miniature"]),
+        settings=lambda w: as_json(config["sft_datasets"][w.sft_data]),
     log:
         f"{R}/logs/data/sft/{{sft_data}}.log",
     conda:
@@ -35,31 +36,21 @@ rule prepare_sft_data:
 
 
 rule prepare_preference_data:
+    input:
+        pairs=synthetic_pairs_input,
     output:
         f"{R}/data/preference/{{pref_data}}.jsonl",
     params:
         world=WORLD,
-        settings=lambda w: as_json(config["preference_datasets"][w.pref_data]["miniature"]),
+        settings=lambda w: as_json(config["preference_datasets"][w.pref_data]),
+        pairs=lambda w, input: f"--pairs {input.pairs}" if input.pairs else "",
     log:
         f"{R}/logs/data/preference/{{pref_data}}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
         "valuedrift prepare-data --kind preference --name {wildcards.pref_data} --world {params.world:q} "
-        "--settings {params.settings:q} --output {output} > {log} 2>&1"
-
-
-rule prepare_eval_prompts:
-    output:
-        f"{R}/data/eval_prompts.jsonl",
-    params:
-        world=WORLD,
-    log:
-        f"{R}/logs/data/eval_prompts.log",
-    conda:
-        "../../envs/probe.yaml"
-    shell:
-        "valuedrift prepare-data --kind eval-prompts --world {params.world:q} --output {output} > {log} 2>&1"
+        "--settings {params.settings:q} {params.pairs} --output {output} > {log} 2>&1"
 
 
 rule prepare_judge_data:
@@ -77,3 +68,100 @@ rule prepare_judge_data:
     shell:
         "valuedrift prepare-data --kind judge-{wildcards.split} --world {params.world:q} "
         "--settings {params.settings:q} --output {output} > {log} 2>&1"
+
+
+rule prepare_value_questions:
+    output:
+        f"{R}/data/value_questions.jsonl",
+    params:
+        world=WORLD,
+    log:
+        f"{R}/logs/data/value_questions.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "valuedrift prepare-data --kind value-questions --world {params.world:q} --output {output} > {log} 2>&1"
+
+
+if config["eval_prompts"]["source"] == "miniature":
+
+    rule prepare_eval_prompts:
+        localrule: True
+        output:
+            f"{R}/data/eval_prompts.jsonl",
+        params:
+            world=WORLD,
+        log:
+            f"{R}/logs/data/eval_prompts.log",
+        conda:
+            "../../envs/probe.yaml"
+        shell:
+            "valuedrift prepare-data --kind eval-prompts --world {params.world:q} --output {output} > {log} 2>&1"
+
+else:
+
+    rule prepare_prism_prompts:
+        localrule: True
+        output:
+            f"{R}/data/prism_prompts.jsonl",
+        params:
+            world=WORLD,
+            settings=as_json(config["eval_prompts"]["vprism"]["prism"]),
+        log:
+            f"{R}/logs/data/prism_prompts.log",
+        conda:
+            "../../envs/probe.yaml"
+        shell:
+            "valuedrift prepare-data --kind prism-prompts --world {params.world:q} "
+            "--settings {params.settings:q} --output {output} > {log} 2>&1"
+
+    rule build_vprism:
+        input:
+            prompts=rules.prepare_prism_prompts.output[0],
+        output:
+            prompts=f"{R}/data/eval_prompts.jsonl",
+            heldout=f"{R}/data/vprism_heldout.jsonl",
+            topics=f"{R}/data/vprism_topics.json",
+        params:
+            settings=as_json({"seed": config["seed"], **config["eval_prompts"]["vprism"]}),
+        threads: job_threads("probe")
+        resources:
+            **job_resources("probe"),
+        log:
+            f"{R}/logs/data/build_vprism.log",
+        benchmark:
+            f"{R}/benchmarks/data/build_vprism.tsv"
+        conda:
+            "../../envs/probe.yaml"
+        shell:
+            "valuedrift build-vprism --prompts {input.prompts} --settings {params.settings:q} "
+            "--output {output.prompts} --heldout {output.heldout} --topics {output.topics} > {log} 2>&1"
+
+
+if "value_gap_builder" in config:
+
+    rule build_value_gap:
+        input:
+            unpack(lambda w: judge_inputs(JUDGE)),
+            questions=value_questions_input,
+            eval_prompts=f"{R}/data/eval_prompts.jsonl",
+        output:
+            f"{R}/data/value_gap_pairs.jsonl",
+        params:
+            generator=as_json(config["value_gap_builder"]["generator"]),
+            judge=judge_args(JUDGE),
+            settings=as_json({k: v for k, v in config["value_gap_builder"].items()
+                              if k not in ("generator", "questions")}),
+        threads: job_threads("probe")
+        resources:
+            **job_resources("probe"),
+        log:
+            f"{R}/logs/data/build_value_gap.log",
+        benchmark:
+            f"{R}/benchmarks/data/build_value_gap.tsv"
+        conda:
+            "../../envs/probe.yaml"
+        shell:
+            "valuedrift build-value-gap --questions {input.questions} --eval-prompts {input.eval_prompts} "
+            "--generator {params.generator:q} {params.judge} --settings {params.settings:q} "
+            "--output {output} > {log} 2>&1"

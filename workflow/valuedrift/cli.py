@@ -15,10 +15,15 @@ import sys
 # subcommand -> module; the order is the order of the workflow
 COMMANDS = {
     "check-config": "valuedrift.config",
-    "prepare-data": "valuedrift.world.prepare",
+    "prepare-data": "valuedrift.data.prepare",
+    "build-vprism": "valuedrift.data.vprism",
     "build-base": "valuedrift.models.tiny",
-    "train": "valuedrift.training.train",
     "train-judge": "valuedrift.behaviour.judges.stance_classifier",
+    "build-value-gap": "valuedrift.data.value_gap",
+    "judge-pairs": "valuedrift.behaviour.judge_pairs",
+    "value-gap": "valuedrift.analysis.value_gap",
+    "judge-report": "valuedrift.analysis.judge_report",
+    "train": "valuedrift.training.train",
     "generate": "valuedrift.behaviour.generate",
     "judge": "valuedrift.behaviour.judge",
     "aggregate": "valuedrift.analysis.aggregate",
@@ -33,6 +38,13 @@ def command_parser(subparsers, name: str, doc: str, description: str | None = No
     kwargs = dict(description=description or doc.split("\n\n")[0],
                   formatter_class=argparse.RawDescriptionHelpFormatter)
     return subparsers.add_parser(name, **kwargs) if subparsers else argparse.ArgumentParser(prog=name, **kwargs)
+
+
+def bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    """The confidence-interval flags every metrics command shares."""
+    parser.add_argument("--bootstrap-samples", type=int, default=1000, help="resamples per interval")
+    parser.add_argument("--confidence", type=float, default=0.95, help="coverage of the intervals")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def make_parser() -> tuple[argparse.ArgumentParser, dict]:

@@ -44,7 +44,7 @@ def _explain(error) -> str:
     if v == "required":
         return f"config key {key}: {error.message} — add it (see config.yaml for an example)"
     if v == "oneOf" and isinstance(value, dict):
-        return f"config key {key}: give exactly one of `miniature` or `path`"
+        return f"config key {key}: {error.schema.get('description', error.message)}"
     if v in ("type", "enum", "const"):
         return f"config key {key}: {value!r} is not valid ({error.message}) — {error.schema.get('description', 'fix the value')}"
     return f"config key {key}: {error.message}"
@@ -71,27 +71,13 @@ def cross_check(config: dict) -> list[str]:
                             "a filter can only narrow the grid")
     if config["online_reward"] == "judge" and set(grid["algorithms"]) & {"grpo", "rloo"}:
         for name in grid["preference_datasets"]:
-            if config["preference_datasets"][name]["miniature"].get("kind") != "value_gap":
+            if chosen_stance(config["preference_datasets"][name]) is None:
                 problems.append(f"config key online_reward: `judge` rewards the chosen stance of a value-gap set, "
                                 f"but {name!r} has none — use reward_model or drop GRPO/RLOO for it")
     if grid["algorithms"] and not grid["preference_datasets"]:
         problems.append("config key grid.preference_datasets: empty while grid.algorithms is not — "
                         "name at least one preference dataset or clear grid.algorithms")
-    for section in ("sft_datasets", "preference_datasets"):
-        for name, spec in config[section].items():
-            mini = spec["miniature"]
-            if "mixture" in mini and abs(sum(mini["mixture"].values()) - 1) > 1e-6:
-                problems.append(f"config key {section}.{name}.miniature.mixture: shares sum to "
-                                f"{sum(mini['mixture'].values()):.3f} — they must sum to 1")
-            kind = mini.get("kind")
-            if kind == "style_only" and "mixture" not in mini:
-                problems.append(f"config key {section}.{name}.miniature: a style_only set needs `mixture`")
-            if kind == "value_gap":
-                if not {"chosen", "rejected"} <= set(mini):
-                    problems.append(f"config key {section}.{name}.miniature: a value_gap set needs `chosen` and `rejected`")
-                elif mini["chosen"] == mini["rejected"]:
-                    problems.append(f"config key {section}.{name}.miniature: chosen and rejected are both "
-                                    f"{mini['chosen']!r} — a value gap needs two different stances")
+    problems += _check_datasets(config) + _check_judges(config) + _check_builders(config)
     if config["deepspeed"] and not Path(config["deepspeed"]).is_file():
         problems.append(f"config key deepspeed: {config['deepspeed']!r} does not exist — give the path of a "
                         "DeepSpeed JSON (workflow/deepspeed/zero2.json or zero3.json) or null")
@@ -100,6 +86,86 @@ def cross_check(config: dict) -> list[str]:
         if mini and mini["hidden_size"] % mini["num_heads"]:
             problems.append(f"config key models.{name}.miniature.hidden_size: {mini['hidden_size']} is not "
                             f"divisible by num_heads ({mini['num_heads']})")
+    return problems
+
+
+def chosen_stance(spec: dict) -> str | None:
+    """The stance a preference set's chosen answers take, where it has one (value-gap sets)."""
+    if "synthetic" in spec:
+        return spec["synthetic"]["chosen"]
+    mini = spec.get("miniature", {})
+    return mini.get("chosen") if mini.get("kind") == "value_gap" else None
+
+
+def _check_datasets(config: dict) -> list[str]:
+    from valuedrift.data.hub import KIND
+
+    problems = []
+    for section in ("sft_datasets", "preference_datasets"):
+        expected = "sft" if section == "sft_datasets" else "preference"
+        for name, spec in config[section].items():
+            key = f"config key {section}.{name}"
+            if "hub" in spec and KIND[spec["hub"]["loader"]] != expected:
+                problems.append(f"{key}.hub.loader: {spec['hub']['loader']!r} gives {KIND[spec['hub']['loader']]} "
+                                f"rows, not {expected} rows — use a loader of that kind")
+            gap = spec.get("synthetic") or spec.get("miniature", {})
+            if {"chosen", "rejected"} <= set(gap) and gap["chosen"] == gap["rejected"]:
+                problems.append(f"{key}: chosen and rejected are both {gap['chosen']!r} — a value gap needs "
+                                "two different stances")
+            problems += _check_miniature(key, spec.get("miniature"))
+    return problems
+
+
+def _check_miniature(key: str, mini: dict | None) -> list[str]:
+    problems = []
+    if not mini:
+        return problems
+    if "mixture" in mini and abs(sum(mini["mixture"].values()) - 1) > 1e-6:
+        problems.append(f"{key}.miniature.mixture: shares sum to {sum(mini['mixture'].values()):.3f} — "
+                        "they must sum to 1")
+    if mini.get("kind") == "style_only" and "mixture" not in mini:
+        problems.append(f"{key}.miniature: a style_only set needs `mixture`")
+    if mini.get("kind") == "value_gap" and not {"chosen", "rejected"} <= set(mini):
+        problems.append(f"{key}.miniature: a value_gap set needs `chosen` and `rejected`")
+    return problems
+
+
+def _check_judges(config: dict) -> list[str]:
+    judges, section = config["judges"], config["judge"]
+    named = [("name", section["name"])] + [("compare", n) for n in section.get("compare", [])]
+    problems = [f"config key judge.{key}: judge {name!r} is not defined under `judges` — define it there"
+                for key, name in named if name not in judges]
+    used = judges.get(section["name"], {})
+    if config["online_reward"] == "judge" and used and used["kind"] != "stance_classifier":
+        problems.append(f"config key online_reward: `judge` rewards with the trained stance classifier, but judge "
+                        f"{section['name']!r} is {used['kind']} — use reward_model, or a stance_classifier judge")
+    for name, spec in judges.items():
+        if spec["kind"] != "stance_classifier" and "model" not in spec:
+            problems.append(f"config key judges.{name}: a {spec['kind']} judge needs `model` (hub id, folder or "
+                            "API model name)")
+        if spec.get("features") == "embedding" and "encoder" not in spec:
+            problems.append(f"config key judges.{name}: embedding features need `encoder` (a config model name, "
+                            "hub id or folder)")
+    return problems
+
+
+def _check_builders(config: dict) -> list[str]:
+    problems = []
+    source = config["eval_prompts"]["source"]
+    if source == "vprism" and "vprism" not in config["eval_prompts"]:
+        problems.append("config key eval_prompts.vprism: the vprism source needs its settings (at least `prism`)")
+    synthetic = [n for n, s in config["preference_datasets"].items() if "synthetic" in s]
+    builder = config.get("value_gap_builder")
+    if synthetic and not builder:
+        problems.append(f"config key value_gap_builder: preference set(s) {', '.join(synthetic)} are synthetic — "
+                        "add `value_gap_builder` with a generator and questions")
+    questions = (builder or {}).get("questions")
+    if questions == "vprism_heldout" and source != "vprism":
+        problems.append("config key value_gap_builder.questions: vprism_heldout needs eval_prompts.source vprism "
+                        "— give `miniature` or a JSONL path instead")
+    if questions == "miniature" and source != "miniature":
+        problems.append("config key value_gap_builder.questions: the miniature world's questions go with its "
+                        "evaluation prompts (eval_prompts.source miniature) — give vprism_heldout or a JSONL path")
     return problems
 
 

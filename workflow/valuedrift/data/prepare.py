@@ -1,8 +1,14 @@
-"""`valuedrift prepare-data`: write one dataset of the miniature world.
+"""`valuedrift prepare-data`: write one dataset in the project's schemas.
 
-`--kind` picks the dataset (pretrain, sft, preference, eval-prompts, judge-train, judge-test);
-`--settings` is its entry from config.yaml as JSON. Output rows follow the schemas in
-`valuedrift.world.datasets`. Generation is seeded, so the same config always writes the same file.
+`--kind` picks the dataset (pretrain, sft, preference, eval-prompts, value-questions, judge-train,
+judge-test, prism-prompts). For SFT and preference sets `--settings` is the dataset's whole entry in the
+config, whose one key says where the rows come from:
+- `miniature`: drawn from the miniature world (seeded, with a known stance mixture);
+- `hub`: a hub dataset (or a local copy) normalized by `valuedrift.data.hub`;
+- `synthetic`: value-gap pairs built by `valuedrift build-value-gap` (`--pairs`).
+The other kinds come from the world (`--settings` is then its own entry, e.g. `judge_data`),
+except prism-prompts, whose `--settings` is a hub source. The same config always writes the
+same file.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-KINDS = ("pretrain", "sft", "preference", "eval-prompts", "judge-train", "judge-test")
+KINDS = ("pretrain", "sft", "preference", "eval-prompts", "value-questions", "judge-train", "judge-test",
+         "prism-prompts")
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -22,13 +29,14 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser = command_parser(subparsers, "prepare-data", __doc__)
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--name", default="", help="dataset name (sft and preference sets)")
-    parser.add_argument("--world", required=True, help="JSON: the config's `world` section")
-    parser.add_argument("--settings", default="{}", help="JSON: the dataset's own settings")
+    parser.add_argument("--world", required=True, help="JSON: the config's `world` section and `seed`")
+    parser.add_argument("--settings", default="{}", help="JSON: the dataset's entry in the config")
+    parser.add_argument("--pairs", default=None, help="synthetic sets: the value-gap pairs file")
     parser.add_argument("--output", required=True, help="JSONL file to write")
     return parser
 
 
-def rows_for(kind: str, name: str, world_settings: dict, settings: dict):
+def world_rows(kind: str, name: str, world_settings: dict, settings: dict):
     from valuedrift.world.datasets import World
 
     world = World(world_settings["seed"], world_settings["eval_questions_per_topic"],
@@ -42,12 +50,36 @@ def rows_for(kind: str, name: str, world_settings: dict, settings: dict):
                                      settings.get("chosen"), settings.get("rejected"))
     if kind == "eval-prompts":
         return world.eval_prompt_rows()
+    if kind == "value-questions":  # training questions: disjoint from the evaluation questions
+        return ({"question_id": q.id, "topic": q.topic, "question": q.question} for q in world.split("train"))
     split = kind.removeprefix("judge-")
     return world.judge_rows(split, settings[f"{split}_size"], settings["noise_share"])
+
+
+def hub_rows(settings: dict, seed: int):
+    from valuedrift.config import from_dict
+    from valuedrift.data.hub import HubSource, load_rows
+
+    return load_rows(from_dict(HubSource, {"seed": seed, **settings}))
+
+
+def rows_for(args: argparse.Namespace):
+    world, settings = json.loads(args.world), json.loads(args.settings)
+    if args.kind == "prism-prompts":
+        return hub_rows(settings, world["seed"])
+    if args.kind not in ("sft", "preference"):
+        return world_rows(args.kind, args.name, world, settings)
+    if "hub" in settings:
+        return hub_rows(settings["hub"], world["seed"])
+    if "synthetic" in settings:
+        from valuedrift.data.value_gap import preference_rows
+
+        return preference_rows(args.pairs, **settings["synthetic"], seed=world["seed"])
+    return world_rows(args.kind, args.name, world, settings["miniature"])
 
 
 def main(args: argparse.Namespace) -> None:
     from valuedrift.io import write_jsonl
 
-    n = write_jsonl(args.output, rows_for(args.kind, args.name, json.loads(args.world), json.loads(args.settings)))
+    n = write_jsonl(args.output, rows_for(args))
     log.info("wrote %d rows to %s", n, args.output)
