@@ -1,6 +1,7 @@
 # valuedrift: how post-training shapes a language model's values.
 #   data -> base model -> SFT (snapshots) -> preference optimization (snapshots)
 #   -> behaviour probe of every snapshot (generate, judge) -> aggregate -> drift metrics -> figures
+#   diagnostics before training: value gap of every preference set, judges against labels
 # Run: snakemake --cores 2        Report: snakemake --report report.html
 from snakemake.utils import min_version
 
@@ -18,17 +19,21 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/behaviour.smk"
+include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/report.smk"
 
 
-# light steps run on the submitting host, never as cluster jobs
+# light steps run on the submitting host, never as cluster jobs (and the evaluation prompts'
+# rules in data.smk, whichever source the config picks)
 localrules:
     all,
     prepare_pretrain_corpus,
     prepare_sft_data,
     prepare_preference_data,
-    prepare_eval_prompts,
     prepare_judge_data,
+    prepare_value_questions,
+    value_gap,
+    judge_report,
     aggregate,
     drift,
     plot,
@@ -36,4 +41,5 @@ localrules:
 
 rule all:
     input:
+        DIAGNOSTIC_FILES,
         REPORT_FILES,

@@ -88,3 +88,26 @@ def test_changing_a_probe_setting_never_retrains(root, study, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "generate" in out.stdout
     assert "train_sft" not in out.stdout and "train_preference" not in out.stdout and "build_base_model" not in out.stdout
+
+
+def test_value_gap_is_near_zero_for_style_only_pairs_and_large_for_value_gap_pairs(study):
+    gap = pd.read_csv(study / "results" / "report" / "value_gap.csv").set_index(["pref_data", "stance"])
+    style, value = gap.loc["style_only"], gap.loc["support_chosen"]
+    assert abs(style.loc["total", "gap"]) < 0.05 and style.loc["total", "n_value_laden"] == style.loc["total", "n_pairs"]
+    for stance in ("support", "neutral", "oppose"):  # the interval covers no gap, or misses it by a hair
+        assert style.loc[stance, "low"] < 0.03 and style.loc[stance, "high"] > -0.03
+    assert value.loc["support", "gap"] > 0.8 and value.loc["support", "low"] > 0.7
+    assert value.loc["oppose", "gap"] < -0.8 and value.loc["total", "gap"] > 0.8
+    assert (study / "results" / "report" / "value_gap.png").stat().st_size > 1000
+
+
+def test_judge_report_compares_the_judges_on_the_labelled_answers(study):
+    calibration = pd.read_csv(study / "results" / "report" / "judge_calibration.csv").set_index("judge")
+    assert list(calibration.index) == ["stance_classifier", "stance_classifier_lm"]
+    row = calibration.loc["stance_classifier"]
+    assert row["accuracy"] >= 0.9 and row["kappa_vs_labels"] >= 0.85 and 0 <= row["ece"] < 0.2
+    assert abs(row["mean_p_neutral"] - row["true_share_neutral"]) < 0.1
+    # the tiny model's hidden states carry stance, less cleanly than the words do
+    assert 0.45 < calibration.loc["stance_classifier_lm", "accuracy"] < row["accuracy"]
+    agreement = pd.read_csv(study / "results" / "report" / "judge_agreement.csv")
+    assert len(agreement) == 1 and 0.1 < agreement.loc[0, "kappa"] < 1

@@ -92,6 +92,12 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
     return rows
 
 
+def write_csv(table, path: str | os.PathLike, float_format: str | None = "%.4f") -> None:
+    """A pandas DataFrame as CSV, numbers to four decimals (more would only suggest false precision)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format=float_format)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")

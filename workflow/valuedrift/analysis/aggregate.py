@@ -19,15 +19,13 @@ VERSIONS = ["judge", "judge_version", "prompts_version"]
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    from valuedrift.cli import command_parser
+    from valuedrift.cli import bootstrap_arguments, command_parser
 
     parser = command_parser(subparsers, "aggregate", __doc__)
     parser.add_argument("stances", nargs="+", help="stances JSONL files (one per snapshot)")
     parser.add_argument("--by-question", required=True, help="per-question table to write (.parquet; a .csv beside it)")
     parser.add_argument("--distributions", required=True, help="per-topic table to write (.parquet; a .csv beside it)")
-    parser.add_argument("--bootstrap-samples", type=int, default=1000)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0)
+    bootstrap_arguments(parser)
     return parser
 
 

@@ -11,16 +11,14 @@ log = logging.getLogger(__name__)
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
-    from valuedrift.cli import command_parser
+    from valuedrift.cli import bootstrap_arguments, command_parser
 
     parser = command_parser(subparsers, "drift", __doc__)
     parser.add_argument("--by-question", required=True, help="per-question stance table from `aggregate`")
     parser.add_argument("--output", required=True, help="drift table to write (CSV)")
     parser.add_argument("--summary", required=True,
                         help="the study-style table to write (CSV): per phase, M [CI] and eta of each stance, all topics")
-    parser.add_argument("--bootstrap-samples", type=int, default=1000)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0)
+    bootstrap_arguments(parser)
     return parser
 
 
@@ -65,11 +63,9 @@ def summary_table(drift):
 def main(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from valuedrift.io import atomic_path
+    from valuedrift.io import write_csv
 
     table = drift_table(pd.read_parquet(args.by_question), args.bootstrap_samples, args.confidence, args.seed)
-    with atomic_path(args.output) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    with atomic_path(args.summary) as tmp:
-        summary_table(table).to_csv(tmp, index=False)
+    write_csv(table, args.output)
+    write_csv(summary_table(table), args.summary, float_format=None)
     log.info("drift of %d (phase, topic, stance) cells", len(table))
