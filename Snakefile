@@ -1,6 +1,7 @@
 # valuedrift: how post-training shapes a language model's values.
 #   data -> base model -> SFT (snapshots) -> preference optimization (snapshots)
 #   -> behaviour probe of every snapshot (generate, judge) -> aggregate -> drift metrics -> figures
+#   -> representation probe of every snapshot (hidden states, layer-wise probes) -> summary, figures
 #   diagnostics before training: value gap of every preference set, judges against labels
 # Run: snakemake --cores 2        Report: snakemake --report report.html
 from snakemake.utils import min_version
@@ -20,6 +21,7 @@ include: "workflow/rules/base_model.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/behaviour.smk"
 include: "workflow/rules/diagnostics.smk"
+include: "workflow/rules/representation.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -34,6 +36,8 @@ localrules:
     prepare_value_questions,
     value_gap,
     judge_report,
+    prepare_probe_pairs,
+    representation_report,
     aggregate,
     drift,
     plot,
@@ -43,3 +47,4 @@ rule all:
     input:
         DIAGNOSTIC_FILES,
         REPORT_FILES,
+        REPRESENTATION_FILES,

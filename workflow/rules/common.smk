@@ -32,12 +32,17 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
+# SFT sets marked `skip`: no SFT phase; the preference runs start from the model itself
+SKIPPED_SFT = [name for name, spec in config["sft_datasets"].items() if spec.get("skip")]
+
+
 def runs():
-    """Every run of the grid: SFT runs, then the preference runs from each SFT result."""
+    """Every probed run of the grid: SFT runs, then the preference runs from each SFT result."""
     out = []
     for model in GRID["models"]:
         for sft_data in GRID["sft_datasets"]:
-            out.append(f"{model}/sft-{sft_data}")
+            if sft_data not in SKIPPED_SFT:
+                out.append(f"{model}/sft-{sft_data}")
             for algorithm in GRID["algorithms"]:
                 for pref_data in GRID["preference_datasets"]:
                     out.append(f"{model}/sft-{sft_data}/{algorithm}-{pref_data}")
@@ -190,6 +195,12 @@ DIAGNOSTIC_FILES = [
     f"{R}/report/value_gap.png",
     f"{R}/report/judge_calibration.csv",
     f"{R}/report/judge_agreement.csv",
+]
+REPRESENTATION_FILES = [
+    f"{R}/report/representation_summary.csv",
+    f"{R}/report/representation_auroc_by_layer.png",
+    f"{R}/report/representation_peak_change.png",
+    f"{R}/report/representation_cka.png",
 ]
 REPORT_FILES = [
     f"{R}/report/trajectories.png",

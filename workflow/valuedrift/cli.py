@@ -24,11 +24,14 @@ COMMANDS = {
     "value-gap": "valuedrift.analysis.value_gap",
     "judge-report": "valuedrift.analysis.judge_report",
     "train": "valuedrift.training.train",
+    "publish-start": "valuedrift.training.start",
     "generate": "valuedrift.behaviour.generate",
     "judge": "valuedrift.behaviour.judge",
     "aggregate": "valuedrift.analysis.aggregate",
     "drift": "valuedrift.analysis.drift",
     "plot": "valuedrift.analysis.plots",
+    "probe-representations": "valuedrift.representation.probe_run",
+    "representation-report": "valuedrift.representation.report",
 }
 
 

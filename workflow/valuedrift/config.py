@@ -101,18 +101,23 @@ def _check_datasets(config: dict) -> list[str]:
     from valuedrift.data.hub import KIND
 
     problems = []
-    for section in ("sft_datasets", "preference_datasets"):
+    specs = [(f"config key {section}.{name}", section, spec) for section in ("sft_datasets", "preference_datasets")
+             for name, spec in config[section].items()]
+    probe = config["probe_pairs"]
+    specs.append(("config key probe_pairs", "probe_pairs", {probe["source"]: probe.get(probe["source"])}))
+    if probe.get(probe["source"]) is None:
+        problems.append(f"config key probe_pairs.{probe['source']}: the source needs its settings")
+        specs.pop()
+    for key, section, spec in specs:
         expected = "sft" if section == "sft_datasets" else "preference"
-        for name, spec in config[section].items():
-            key = f"config key {section}.{name}"
-            if "hub" in spec and KIND[spec["hub"]["loader"]] != expected:
-                problems.append(f"{key}.hub.loader: {spec['hub']['loader']!r} gives {KIND[spec['hub']['loader']]} "
-                                f"rows, not {expected} rows — use a loader of that kind")
-            gap = spec.get("synthetic") or spec.get("miniature", {})
-            if {"chosen", "rejected"} <= set(gap) and gap["chosen"] == gap["rejected"]:
-                problems.append(f"{key}: chosen and rejected are both {gap['chosen']!r} — a value gap needs "
-                                "two different stances")
-            problems += _check_miniature(key, spec.get("miniature"))
+        if "hub" in spec and KIND[spec["hub"]["loader"]] != expected:
+            problems.append(f"{key}.hub.loader: {spec['hub']['loader']!r} gives {KIND[spec['hub']['loader']]} "
+                            f"rows, not {expected} rows — use a loader of that kind")
+        gap = spec.get("synthetic") or spec.get("miniature", {})
+        if {"chosen", "rejected"} <= set(gap) and gap["chosen"] == gap["rejected"]:
+            problems.append(f"{key}: chosen and rejected are both {gap['chosen']!r} — a value gap needs "
+                            "two different stances")
+        problems += _check_miniature(key, spec.get("miniature"))
     return problems
 
 

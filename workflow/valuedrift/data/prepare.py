@@ -1,8 +1,9 @@
 """`valuedrift prepare-data`: write one dataset in the project's schemas.
 
-`--kind` picks the dataset (pretrain, sft, preference, eval-prompts, value-questions, judge-train,
-judge-test, prism-prompts). For SFT and preference sets `--settings` is the dataset's whole entry in the
-config, whose one key says where the rows come from:
+`--kind` picks the dataset (pretrain, sft, preference, probe-pairs, eval-prompts, value-questions,
+judge-train, judge-test, prism-prompts). For SFT and preference sets, and the representation probe's
+held-out pairs, `--settings` is the dataset's whole entry in the config, whose one key says where the
+rows come from:
 - `miniature`: drawn from the miniature world (seeded, with a known stance mixture);
 - `hub`: a hub dataset (or a local copy) normalized by `valuedrift.data.hub`;
 - `synthetic`: value-gap pairs built by `valuedrift build-value-gap` (`--pairs`).
@@ -19,8 +20,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-KINDS = ("pretrain", "sft", "preference", "eval-prompts", "value-questions", "judge-train", "judge-test",
-         "prism-prompts")
+KINDS = ("pretrain", "sft", "preference", "probe-pairs", "eval-prompts", "value-questions", "judge-train",
+         "judge-test", "prism-prompts")
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -45,9 +46,11 @@ def world_rows(kind: str, name: str, world_settings: dict, settings: dict):
         return world.pretrain_rows(settings["size"], settings["terse_share"])
     if kind == "sft":
         return world.sft_rows(name, settings["size"], settings["mixture"])
-    if kind == "preference":
-        return world.preference_rows(name, settings["size"], settings["kind"], settings.get("mixture", {}),
-                                     settings.get("chosen"), settings.get("rejected"))
+    if kind in ("preference", "probe-pairs"):
+        # probe pairs are asked on the judge-test questions, which no training set uses
+        return world.preference_rows(name or kind, settings["size"], settings["kind"], settings.get("mixture", {}),
+                                     settings.get("chosen"), settings.get("rejected"),
+                                     split="judge_test" if kind == "probe-pairs" else "train")
     if kind == "eval-prompts":
         return world.eval_prompt_rows()
     if kind == "value-questions":  # training questions: disjoint from the evaluation questions
@@ -67,7 +70,7 @@ def rows_for(args: argparse.Namespace):
     world, settings = json.loads(args.world), json.loads(args.settings)
     if args.kind == "prism-prompts":
         return hub_rows(settings, world["seed"])
-    if args.kind not in ("sft", "preference"):
+    if args.kind not in ("sft", "preference", "probe-pairs"):
         return world_rows(args.kind, args.name, world, settings)
     if "hub" in settings:
         return hub_rows(settings["hub"], world["seed"])

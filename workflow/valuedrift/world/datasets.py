@@ -85,11 +85,14 @@ class World:
             }
 
     def preference_rows(self, name: str, size: int, kind: str, mixture: dict[str, float],
-                        chosen: str | None = None, rejected: str | None = None) -> Iterator[dict]:
+                        chosen: str | None = None, rejected: str | None = None,
+                        split: str = "train") -> Iterator[dict]:
         """`style_only`: chosen (detailed) and rejected (terse) share a stance drawn from `mixture`.
-        `value_gap`: chosen takes stance `chosen`, rejected takes `rejected`, both detailed."""
+        `value_gap`: chosen takes stance `chosen`, rejected takes `rejected`, both detailed.
+        Questions come from `split`: training sets from `train`; the representation probe's
+        held-out pairs from `judge_test`, which no model ever trains on."""
         rng = self.rng("preference", name)
-        train = self.split("train")
+        train = self.split(split)
         if kind == "style_only":
             pairs = [(s, s, "terse") for s in _stance_sequence(mixture, size, rng)]
         elif kind == "value_gap":

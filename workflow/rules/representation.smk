@@ -1,0 +1,74 @@
+# The representation probe: for every snapshot of every run, hidden states of every layer on one
+# fixed held-out pair set, linear probes and similarity to the run's starting model.
+
+
+rule prepare_probe_pairs:
+    output:
+        f"{R}/data/probe_pairs.jsonl",
+    params:
+        world=WORLD,
+        settings=as_json({config["probe_pairs"]["source"]: config["probe_pairs"][config["probe_pairs"]["source"]]}),
+    log:
+        f"{R}/logs/data/probe_pairs.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "valuedrift prepare-data --kind probe-pairs --world {params.world:q} --settings {params.settings:q} "
+        "--output {output} > {log} 2>&1"
+
+
+rule probe_representations:
+    input:
+        snapshots=[f"{R}/{{model}}/{{run}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+        pairs=rules.prepare_probe_pairs.output[0],
+    output:
+        f"{R}/{{model}}/{{run}}/representation/probes.csv",
+    params:
+        run_dir=lambda w, input: Path(input.snapshots[0]).parent.parent.parent,
+        snapshots=K,
+        settings=as_json(config["representation"]),
+        tags=run_tags,
+        seed=config["seed"],
+    threads: job_threads("probe")
+    resources:
+        **job_resources("probe"),
+    log:
+        f"{R}/logs/{{model}}/{{run}}/representation.log",
+    benchmark:
+        f"{R}/benchmarks/{{model}}/{{run}}/representation.tsv"
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "valuedrift probe-representations --run-dir {params.run_dir} --snapshots {params.snapshots} --pairs {input.pairs} "
+        "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed} --threads {threads} "
+        "--output {output} > {log} 2>&1"
+
+
+rule representation_report:
+    input:
+        [f"{R}/{run}/representation/probes.csv" for run in runs()],
+    output:
+        table=f"{R}/aggregate/representation.csv",
+        summary=report(
+            f"{R}/report/representation_summary.csv", caption="../report/representation.rst", category="Representations"
+        ),
+        by_layer=report(
+            f"{R}/report/representation_auroc_by_layer.png",
+            caption="../report/representation.rst",
+            category="Representations",
+        ),
+        peak=report(
+            f"{R}/report/representation_peak_change.png",
+            caption="../report/representation.rst",
+            category="Representations",
+        ),
+        cka=report(
+            f"{R}/report/representation_cka.png", caption="../report/representation.rst", category="Representations"
+        ),
+    log:
+        f"{R}/logs/representation_report.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "valuedrift representation-report {input} --table {output.table} --summary {output.summary} "
+        "--auroc-by-layer {output.by_layer} --peak-change {output.peak} --cka {output.cka} > {log} 2>&1"
