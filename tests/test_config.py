@@ -199,3 +199,13 @@ def test_judge_reward_needs_a_trained_judge():
         c["judge"]["name"] = "api"
     msg = problem(broken(edit))
     assert "online_reward" in msg and "openai_api" in msg
+
+
+def test_internals_study_dry_run_skips_sft_and_probes_every_run(root):
+    out = subprocess.run(["snakemake", "-n", "-F", "--configfile", "config.yaml",
+                          "workflow/experiments/alignment-internals.yaml"], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # 3 instruct models x 6 algorithms on UltraFeedback, no SFT phase
+    assert "skip_sft                       3" in out.stdout and "train_sft" not in out.stdout
+    assert "probe_representations         18" in out.stdout and "train_preference              18" in out.stdout

@@ -90,3 +90,29 @@ rule train_preference:
         "{params.launch} train --algorithm {wildcards.algorithm} --model {params.start} --data {input.data} "
         "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
         "{params.reward} --lora {params.lora:q} --seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+if SKIPPED_SFT:
+
+    ruleorder: skip_sft > train_sft
+
+    rule skip_sft:
+        input:
+            base=base_model_input,
+        output:
+            [f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+        wildcard_constraints:
+            sft_data="|".join(SKIPPED_SFT),
+        params:
+            start=start_model,
+            run_dir=lambda w, output: Path(output[0]).parent.parent.parent,
+            snapshots=K,
+        resources:
+            **job_resources("probe"),
+        log:
+            f"{R}/logs/{{model}}/sft-{{sft_data}}/publish_start.log",
+        conda:
+            "../../envs/train.yaml"
+        shell:
+            "valuedrift publish-start --model {params.start} --run-dir {params.run_dir} --snapshots {params.snapshots} "
+            "> {log} 2>&1"
