@@ -97,46 +97,45 @@ def plot_auroc_by_layer(table, max_columns: int = 4):
     return fig
 
 
-def plot_peak_change(table):
-    """Change of the peak layer's AUROC from the start, through each preference run."""
+def _per_algorithm(table, draw, xlabel: str, ylabel: str):
+    """One panel per preference set, one line per algorithm: draw(ax, run rows, color, algorithm)."""
     import matplotlib.pyplot as plt
 
-    peaks = peak_layers(table)
     d = table[(table["pooling"] == "mean") & (table["phase"] == "preference")]
     sets = list(dict.fromkeys(d["pref_data"])) or [""]
     fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), sharey=True, squeeze=False)
     for ax, pref in zip(axes[0], sets):
         for i, (algorithm, r) in enumerate(d[d["pref_data"] == pref].groupby("algorithm")):
-            key = tuple(r[RUN].iloc[0])
-            s = r[r["layer"] == peaks.loc[key]].sort_values("fraction")
-            ax.plot(s["fraction"], s["delta_auroc"], marker="o", color=f"C{i}", label=algorithm)
-            ax.fill_between(s["fraction"], s["delta_low"], s["delta_high"], color=f"C{i}", alpha=0.15)
-        ax.axhline(0, color="black", lw=0.8)
+            draw(ax, r, f"C{i}", algorithm)
         ax.set_title(pref)
-        ax.set_xlabel("fraction of the phase")
-    axes[0, 0].set_ylabel("AUROC change at the peak layer")
+        ax.set_xlabel(xlabel)
+    axes[0, 0].set_ylabel(ylabel)
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_peak_change(table):
+    """Change of the peak layer's AUROC from the start, through each preference run."""
+    peaks = peak_layers(table)
+
+    def draw(ax, r, color, algorithm):
+        s = r[r["layer"] == peaks.loc[tuple(r[RUN].iloc[0])]].sort_values("fraction")
+        ax.plot(s["fraction"], s["delta_auroc"], marker="o", color=color, label=algorithm)
+        ax.fill_between(s["fraction"], s["delta_low"], s["delta_high"], color=color, alpha=0.15)
+        ax.axhline(0, color="black", lw=0.8)
+
+    return _per_algorithm(table, draw, "fraction of the phase", "AUROC change at the peak layer")
 
 
 def plot_cka(table):
     """Linear CKA between the end of each preference run and its start, by layer."""
-    import matplotlib.pyplot as plt
 
-    d = table[(table["pooling"] == "mean") & (table["phase"] == "preference")]
-    sets = list(dict.fromkeys(d["pref_data"])) or [""]
-    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), sharey=True, squeeze=False)
-    for ax, pref in zip(axes[0], sets):
-        for i, (algorithm, r) in enumerate(d[d["pref_data"] == pref].groupby("algorithm")):
-            s = r[r["k"] == r["k"].max()].sort_values("layer")
-            ax.plot(s["layer"], s["cka"], marker="o", color=f"C{i}", label=algorithm)
-        ax.set_title(pref)
-        ax.set_xlabel("layer")
-    axes[0, 0].set_ylabel("linear CKA, end vs start")
-    axes[0, -1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    def draw(ax, r, color, algorithm):
+        s = r[r["k"] == r["k"].max()].sort_values("layer")
+        ax.plot(s["layer"], s["cka"], marker="o", color=color, label=algorithm)
+
+    return _per_algorithm(table, draw, "layer", "linear CKA, end vs start")
 
 
 def main(args: argparse.Namespace) -> None:
