@@ -89,8 +89,10 @@ def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_d
         input_ids = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch])
         attention = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
         with torch.inference_mode():
-            hidden = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
-                           output_hidden_states=True).hidden_states
+            # the transformer without its language-model head: logits over a 150k vocabulary at
+            # every position would cost a third of the pass and are not needed
+            hidden = model.base_model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
+                                      output_hidden_states=True).hidden_states
         mean, last = pool_batch(hidden, [starts[i] for i in batch], [len(ids[i]) for i in batch])
         for j, i in enumerate(batch):  # text i is pair i // 2, side i % 2
             out[(SIDES[i % 2], "mean")][:, i // 2] = mean[:, j]
