@@ -75,3 +75,21 @@ def test_probe_command_on_a_run_compares_every_snapshot_with_its_start(tiny, pai
     assert np.allclose(mean["cka"], 1) and np.allclose(mean["dom_cosine"], 1)
     assert np.allclose(table["delta_auroc"], 0) and (table["model"] == "tiny").all()
     assert not list(run.glob(".hidden-*"))  # the temporary hidden states are gone
+
+
+def test_report_picks_the_peak_on_the_starts_inner_scores_and_calls_verdicts_from_the_interval():
+    from valuedrift.representation.report import summary
+
+    rows = []
+    for k in (0, 1):
+        for layer, select in enumerate((0.99, 0.7, 0.9, 0.8)):
+            # the snapshot's own test AUROC would favour layer 1; the choice must not look at it
+            auroc = 0.95 if (k == 1 and layer == 1) else select
+            delta = (0.05, 0.01, 0.09) if (k == 1 and layer == 2) else (0.0, -0.01, 0.01)
+            rows.append({"model": "m", "sft_data": "s", "algorithm": "dpo", "pref_data": "p", "phase": "preference",
+                         "k": k, "pooling": "mean", "layer": layer, "select_score": select, "auroc": auroc,
+                         "delta_auroc": delta[0], "delta_low": delta[1], "delta_high": delta[2], "cka": 1.0,
+                         "dom_cosine": 1.0, "transfer_auroc": auroc, "selectivity": 0.4, "length_auroc": 0.6})
+    out = summary(pd.DataFrame(rows)).iloc[0]
+    assert out["peak_layer"] == 2  # layer 0, the embeddings, is not a candidate
+    assert out["verdict"] == "enhances" and out["change"] == pytest.approx(0.05)
