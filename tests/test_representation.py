@@ -31,9 +31,10 @@ def test_probe_pairs_are_held_out_from_every_training_set(pairs, tiny):
 def test_pooled_states_match_the_models_own_hidden_states(pairs, tiny, tmp_path):
     import torch
 
-    from valuedrift.representation.hidden import HiddenSettings, extract, load_model, render
+    from valuedrift.behaviour.generate import load_for_inference
+    from valuedrift.representation.hidden import HiddenSettings, extract, render
 
-    model, tokenizer = load_model(str(tiny / "base"))
+    model, tokenizer = load_for_inference(str(tiny / "base"))
     batched = extract(model, tokenizer, pairs, HiddenSettings(batch_size=7), tmp_path)
     (tmp_path / "one").mkdir()
     single = extract(model, tokenizer, pairs, HiddenSettings(batch_size=1), tmp_path / "one")

@@ -85,12 +85,12 @@ def load_for_inference(model_path: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    from valuedrift.llm.local import torch_dtype
+
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"  # decoder-only batches must be padded on the left
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    return model.to("cuda" if cuda else "cpu").eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype("auto"))
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer
 
 
 def main(args: argparse.Namespace) -> None:

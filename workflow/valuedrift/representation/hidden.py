@@ -106,15 +106,3 @@ def answer_lengths(pairs: list[dict], tokenizer) -> np.ndarray:
     """(pairs, 2) answer lengths in tokens, chosen and rejected: the length baseline's feature."""
     return np.array([[len(tokenizer(p[side][-1]["content"], add_special_tokens=False)["input_ids"]) for side in SIDES]
                      for p in pairs])
-
-
-def load_model(path: str):
-    """The snapshot for a forward pass: right padding is fine without generation; bf16 on a GPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to("cuda" if cuda else "cpu").eval()
-    return model, tokenizer
