@@ -46,12 +46,13 @@ def prompt_groups(pairs: list[dict]):
 
 def extract_run(run_dir: Path, k_max: int, pairs: list[dict], settings, scratch: Path):
     """k -> {(side, pooling): array (layers, pairs, hidden)}, and the answers' token lengths."""
-    from valuedrift.representation.hidden import answer_lengths, extract, load_model
+    from valuedrift.behaviour.generate import load_for_inference
+    from valuedrift.representation.hidden import answer_lengths, extract
 
     states, lengths = {}, None
     for k in range(k_max + 1):
         t0 = time.perf_counter()
-        model, tokenizer = load_model(str(run_dir / "snapshots" / str(k)))
+        model, tokenizer = load_for_inference(str(run_dir / "snapshots" / str(k)))
         (scratch / str(k)).mkdir()
         states[k] = extract(model, tokenizer, pairs, settings, scratch / str(k))
         lengths = answer_lengths(pairs, tokenizer) if lengths is None else lengths
@@ -74,7 +75,7 @@ def layer_rows(states: dict, groups, length, settings):
                 now = [np.asarray(states[k][(side, pooling)][layer]) for side in ("chosen", "rejected")]
                 # the shuffled control depends on little but the pair set: once per layer, mean pooling
                 metrics, own = layer_metrics(*now, groups, start_fit, *start, settings, length,
-                                             shuffled=pooling == "mean")
+                                             shuffled=pooling == "mean", own=start_fit if k == 0 else None)
                 delta, low, high = auroc_change(start_fit, own, settings)
                 yield {"k": k, "pooling": pooling, "layer": layer, **metrics,
                        "delta_auroc": delta, "delta_low": low, "delta_high": high}

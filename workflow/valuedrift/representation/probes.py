@@ -307,11 +307,13 @@ def _or_nan(similarity, *arrays) -> float:
 
 
 def layer_metrics(chosen, rejected, groups, start: ProbeResult, start_chosen, start_rejected,
-                  settings: ProbeSettings, length: ProbeResult, shuffled: bool = True) -> tuple[dict, ProbeResult]:
+                  settings: ProbeSettings, length: ProbeResult, shuffled: bool = True,
+                  own: ProbeResult | None = None) -> tuple[dict, ProbeResult]:
     """Every per-layer number of a snapshot, and its own probe. `start` is the start model's own probe
     of this layer (fit_probe), `length` the length_probe of the pairs (the same for every layer);
-    `shuffled=False` skips the shuffled-label control (it only depends on the pair set and layer)."""
-    own = fit_probe(chosen, rejected, groups, settings)
+    `shuffled=False` skips the shuffled-label control (it only depends on the pair set and layer);
+    `own` is the snapshot's probe where it is already fitted (the start is its own snapshot 0)."""
+    own = own if own is not None else fit_probe(chosen, rejected, groups, settings)
     transfer = transfer_probe(start, chosen, rejected, groups, settings)
     control = fit_probe(*_flipped(chosen, rejected, groups, settings), groups, settings).auroc if shuffled else np.nan
     return {

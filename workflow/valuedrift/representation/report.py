@@ -51,9 +51,9 @@ def summary(table):
 
     rows = []
     peaks = peak_layers(table)
-    for key, layer in peaks.items():
-        run = table.set_index(RUN).loc[[key]].reset_index()
-        run = run[(run["pooling"] == "mean") & (run["layer"] == layer)]
+    for key, run in table[table["pooling"] == "mean"].groupby(RUN, dropna=False):
+        layer = peaks.loc[key]
+        run = run[run["layer"] == layer]
         start, end = run[run["k"] == 0].iloc[0], run[run["k"] == run["k"].max()].iloc[0]
         rows.append({**dict(zip(RUN, key)), "peak_layer": int(layer), "auroc_start": start["auroc"],
                      "auroc_end": end["auroc"], "change": end["delta_auroc"], "change_low": end["delta_low"],
