@@ -4,7 +4,7 @@ import shlex
 from pathlib import Path
 
 from valuedrift.behaviour.judges import TRAINED
-from valuedrift.config import chosen_stance, validate_config
+from valuedrift.config import chosen_stance, probe_pairs_spec, validate_config
 from valuedrift.training.trainers import ALGORITHMS, PREFERENCE_ALGORITHMS
 
 validate_config(config)
@@ -77,9 +77,14 @@ def start_model(wildcards):
     return model_path(wildcards.model)
 
 
+def built_here(name):
+    """[the base folder] of a model of `models` that the pipeline builds (miniature); else []."""
+    spec = config["models"].get(name)
+    return [f"{R}/{name}/base"] if spec and "miniature" in spec else []
+
+
 def base_model_input(wildcards):
-    spec = config["models"][wildcards.model]
-    return [f"{R}/{wildcards.model}/base"] if "miniature" in spec else []
+    return built_here(wildcards.model)
 
 
 def uses_reward_model(algorithm):
@@ -167,9 +172,7 @@ def judge_args(name):
 
 def encoder_input(wildcards):
     """A trained judge on embedding features needs its encoder; a miniature one is built here."""
-    encoder = config["judges"][wildcards.judge].get("encoder")
-    spec = config["models"].get(encoder)
-    return [f"{R}/{encoder}/base"] if spec and "miniature" in spec else []
+    return built_here(config["judges"][wildcards.judge].get("encoder"))
 
 
 def synthetic_pairs_input(wildcards):

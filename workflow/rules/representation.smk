@@ -7,7 +7,7 @@ rule prepare_probe_pairs:
         f"{R}/data/probe_pairs.jsonl",
     params:
         world=WORLD,
-        settings=as_json({config["probe_pairs"]["source"]: config["probe_pairs"][config["probe_pairs"]["source"]]}),
+        settings=as_json(probe_pairs_spec(config)),
     log:
         f"{R}/logs/data/probe_pairs.log",
     conda:

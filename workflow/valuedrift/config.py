@@ -97,17 +97,23 @@ def chosen_stance(spec: dict) -> str | None:
     return mini.get("chosen") if mini.get("kind") == "value_gap" else None
 
 
+def probe_pairs_spec(config: dict) -> dict:
+    """The probe pairs' chosen source as a dataset entry: {source: its settings}."""
+    source = config["probe_pairs"]["source"]
+    return {source: config["probe_pairs"].get(source)}
+
+
 def _check_datasets(config: dict) -> list[str]:
     from valuedrift.data.hub import KIND
 
     problems = []
     specs = [(f"config key {section}.{name}", section, spec) for section in ("sft_datasets", "preference_datasets")
              for name, spec in config[section].items()]
-    probe = config["probe_pairs"]
-    specs.append(("config key probe_pairs", "probe_pairs", {probe["source"]: probe.get(probe["source"])}))
-    if probe.get(probe["source"]) is None:
-        problems.append(f"config key probe_pairs.{probe['source']}: the source needs its settings")
-        specs.pop()
+    probe = probe_pairs_spec(config)
+    if probe[config["probe_pairs"]["source"]] is None:
+        problems.append(f"config key probe_pairs.{config['probe_pairs']['source']}: the source needs its settings")
+    else:
+        specs.append(("config key probe_pairs", "probe_pairs", probe))
     for key, section, spec in specs:
         expected = "sft" if section == "sft_datasets" else "preference"
         if "hub" in spec and KIND[spec["hub"]["loader"]] != expected:

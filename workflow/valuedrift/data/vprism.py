@@ -41,6 +41,10 @@ class VPrismSettings:
     min_words: int = 4
     seed: int = 0
 
+    def __post_init__(self):
+        # a JSON list arrives as a list: keep the declared tuple
+        object.__setattr__(self, "conversation_types", tuple(self.conversation_types))
+
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
     from valuedrift.cli import command_parser
@@ -141,9 +145,7 @@ def main(args: argparse.Namespace) -> None:
     from valuedrift.config import from_dict
     from valuedrift.io import read_jsonl, write_json, write_jsonl
 
-    raw = json.loads(args.settings)
-    settings = from_dict(VPrismSettings, {**raw, "conversation_types": tuple(raw.get(
-        "conversation_types", VPrismSettings.conversation_types))})
+    settings = from_dict(VPrismSettings, json.loads(args.settings))
     rows = read_jsonl(args.prompts, required=("prompt_id", "text", "conversation_type"))
     evaluation, heldout, summary = build(value_questions(rows, settings), settings)
     order = ("question_id", "topic", "question", "prompt_id")

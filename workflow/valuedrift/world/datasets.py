@@ -92,7 +92,7 @@ class World:
         Questions come from `split`: training sets from `train`; the representation probe's
         held-out pairs from `judge_test`, which no model ever trains on."""
         rng = self.rng("preference", name)
-        train = self.split(split)
+        questions = self.split(split)
         if kind == "style_only":
             pairs = [(s, s, "terse") for s in _stance_sequence(mixture, size, rng)]
         elif kind == "value_gap":
@@ -100,7 +100,7 @@ class World:
         else:
             raise ValueError(f"unknown preference set kind {kind!r}")
         for chosen_stance, rejected_stance, rejected_style in pairs:
-            q = rng.choice(train)
+            q = rng.choice(questions)
             yield {
                 "prompt": _user(q.question),
                 "chosen": _assistant(self._answer(q, chosen_stance, "detailed", rng)),
