@@ -7,7 +7,6 @@ texts, plus the judge's name, version and the three probabilities.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 log = logging.getLogger(__name__)
@@ -18,25 +17,23 @@ DROPPED = ("question", "answer", "generation")
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
+    from valuedrift.behaviour.judges import judge_arguments
     from valuedrift.cli import command_parser
 
     parser = command_parser(subparsers, "judge", __doc__)
     parser.add_argument("--generations", required=True, help="answers to judge (JSONL: question, answer, ...)")
-    parser.add_argument("--judge", default="stance_classifier", help="the judge's name in the config")
-    parser.add_argument("--judge-settings", default='{"kind": "stance_classifier"}',
-                        help="JSON: the judge's entry under `judges:` (kind and its settings)")
-    parser.add_argument("--judge-model", default=None, help="the judge's trained model folder, where it has one")
+    judge_arguments(parser, required=False)
     parser.add_argument("--output", required=True, help="stances JSONL to write")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     from valuedrift import STANCES
-    from valuedrift.behaviour.judges import load_judge
+    from valuedrift.behaviour.judges import judge_from_args
     from valuedrift.io import read_jsonl, write_jsonl
 
     rows = read_jsonl(args.generations, required=("question", "answer"))
-    judge = load_judge(args.judge, json.loads(args.judge_settings), args.judge_model)
+    judge = judge_from_args(args)
     probs = judge.predict_proba([r["question"] for r in rows], [r["answer"] for r in rows]) if rows else []
     out = ({**{k: v for k, v in r.items() if k not in DROPPED}, "judge": judge.name,
             "judge_version": judge.version, **{f"p_{s}": float(p[i]) for i, s in enumerate(STANCES)}}

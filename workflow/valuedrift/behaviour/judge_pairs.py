@@ -26,13 +26,12 @@ VALUE_KEYWORDS = (
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
+    from valuedrift.behaviour.judges import judge_arguments
     from valuedrift.cli import command_parser
 
     parser = command_parser(subparsers, "judge-pairs", __doc__)
     parser.add_argument("--pairs", required=True, help="preference set (JSONL: prompt, chosen, rejected)")
-    parser.add_argument("--judge", required=True, help="the judge's name")
-    parser.add_argument("--judge-settings", required=True, help="JSON: its entry under `judges:`")
-    parser.add_argument("--judge-model", default=None, help="its trained folder, where it has one")
+    judge_arguments(parser)
     parser.add_argument("--keywords", default=None, help="JSON list of value keywords (default: VALUE_KEYWORDS)")
     parser.add_argument("--output", required=True, help="judged pairs JSONL to write")
     return parser
@@ -44,14 +43,14 @@ def is_value_laden(row: dict, pattern: re.Pattern) -> bool:
 
 def main(args: argparse.Namespace) -> None:
     from valuedrift import STANCES
-    from valuedrift.behaviour.judges import load_judge
+    from valuedrift.behaviour.judges import judge_from_args
     from valuedrift.io import read_jsonl, write_jsonl
 
     keywords = json.loads(args.keywords) if args.keywords else VALUE_KEYWORDS
     pattern = re.compile("|".join(re.escape(k) for k in keywords), re.IGNORECASE)
     rows = read_jsonl(args.pairs, required=("prompt", "chosen", "rejected"))
     laden = [(i, r) for i, r in enumerate(rows) if is_value_laden(r, pattern)]
-    judge = load_judge(args.judge, json.loads(args.judge_settings), args.judge_model)
+    judge = judge_from_args(args)
     questions = [r["prompt"][-1]["content"] for _, r in laden]
     probs = {side: judge.predict_proba(questions, [r[side][-1]["content"] for _, r in laden]) if laden else []
              for side in ("chosen", "rejected")}

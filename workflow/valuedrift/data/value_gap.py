@@ -37,15 +37,14 @@ class BuilderSettings:
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
+    from valuedrift.behaviour.judges import judge_arguments
     from valuedrift.cli import command_parser
 
     parser = command_parser(subparsers, "build-value-gap", __doc__)
     parser.add_argument("--questions", required=True, help="value questions (JSONL: question_id, topic, question)")
     parser.add_argument("--eval-prompts", required=True, help="the evaluation questions, which must not be used")
     parser.add_argument("--generator", required=True, help="JSON: the generator model (kind, model, ...)")
-    parser.add_argument("--judge", required=True, help="the verifying judge's name")
-    parser.add_argument("--judge-settings", required=True, help="JSON: its entry under `judges:`")
-    parser.add_argument("--judge-model", default=None, help="its trained folder, where it has one")
+    judge_arguments(parser)
     parser.add_argument("--settings", default="{}", help="JSON: BuilderSettings fields")
     parser.add_argument("--output", required=True, help="pairs JSONL to write")
     return parser
@@ -104,7 +103,7 @@ def preference_rows(pairs: str, chosen: str, rejected: str, size: int | None = N
 
 
 def main(args: argparse.Namespace) -> None:
-    from valuedrift.behaviour.judges import load_judge
+    from valuedrift.behaviour.judges import judge_from_args
     from valuedrift.config import from_dict
     from valuedrift.io import InputError, read_jsonl, write_jsonl
     from valuedrift.llm import chat_model
@@ -116,7 +115,7 @@ def main(args: argparse.Namespace) -> None:
     if not questions:
         raise InputError(f"{args.questions}: no questions left that are not evaluation questions")
     answers = write_answers(questions, chat_model(json.loads(args.generator)), settings)
-    judge = load_judge(args.judge, json.loads(args.judge_settings), args.judge_model)
+    judge = judge_from_args(args)
     rows = list(verified_pairs(questions, answers, judge, settings.min_confidence))
     write_jsonl(args.output, ({**r, "judge": judge.name, "judge_version": judge.version} for r in rows))
     log.info("%d of %d pairs verified by %s (min confidence %.2f)", sum(r["verified"] for r in rows),

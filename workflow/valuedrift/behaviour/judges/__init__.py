@@ -42,3 +42,20 @@ def load_judge(name: str, settings: dict, model_dir: str | None = None) -> Judge
         raise InputError(f"judge {name!r} is trained here: give its folder (--judge-model)")
     module, cls = JUDGES[kind].split(":")
     return getattr(importlib.import_module(module), cls).from_settings(name, settings, model_dir)
+
+
+def judge_arguments(parser, required: bool = True) -> None:
+    """The flags naming a judge, shared by every command that judges (`judge_from_args` reads them);
+    not required: the trained stance classifier by default."""
+    defaults = {} if required else {"--judge": "stance_classifier", "--judge-settings": '{"kind": "stance_classifier"}'}
+    parser.add_argument("--judge", required=required, default=defaults.get("--judge"),
+                        help="the judge's name in the config")
+    parser.add_argument("--judge-settings", required=required, default=defaults.get("--judge-settings"),
+                        help="JSON: the judge's entry under `judges:` (kind and its settings)")
+    parser.add_argument("--judge-model", default=None, help="the judge's trained model folder, where it has one")
+
+
+def judge_from_args(args) -> Judge:
+    import json
+
+    return load_judge(args.judge, json.loads(args.judge_settings), args.judge_model)
