@@ -52,6 +52,15 @@ def test_outputs_exist(slurm_run):
         assert (work / "results" / "report" / name).stat().st_size > 0
 
 
+def test_snapshots_are_deleted_once_every_job_that_reads_them_is_done(slurm_run):
+    work, log = slurm_run
+    assert "Removing temporary output" in log
+    runs = work / "results" / "tiny"
+    assert list(runs.rglob("behaviour/1/stances.jsonl")), "the probes ran"
+    left = sorted(str(p.relative_to(runs)) for p in runs.rglob("snapshots/*/*.safetensors"))
+    assert not left, f"snapshots kept after their probes: {left}"
+
+
 def test_heavy_jobs_went_through_slurm_and_light_ones_did_not(slurm_run):
     work, log = slurm_run
     assert "submitted with SLURM jobid" in log

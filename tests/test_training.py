@@ -139,3 +139,22 @@ def test_lora_snapshots_are_adapters_that_load_over_the_sft_model(data, sft_run,
     start = AutoModelForCausalLM.from_pretrained(sft_run / "snapshots" / "2")(ids).logits
     assert torch.allclose(logits[0], start, atol=1e-5), "k=0 is the SFT model (LoRA starts at zero)"
     assert not torch.allclose(logits[2], start, atol=1e-5)
+
+
+def test_bfloat16_snapshots_hold_the_trained_weights_in_half_the_disk(data, sft_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path / "sft-bf16"
+    train(data, "sft", data / "base", data / "sft.jsonl", run_dir, {"num_train_epochs": 1, "max_length": 96},
+          "--snapshot-dtype", "bfloat16")
+    check_snapshots(run_dir, total_steps=6)
+    for k in (0, 2):  # the same seeded training as sft_run, stored narrower
+        full = load_file(sft_run / "snapshots" / str(k) / "model.safetensors")
+        half = load_file(run_dir / "snapshots" / str(k) / "model.safetensors")
+        assert all(half[name].dtype == torch.bfloat16 for name in full)
+        assert all(torch.equal(half[name], full[name].to(torch.bfloat16)) for name in full)
+    size = {run: (run / "snapshots" / "2" / "model.safetensors").stat().st_size for run in (sft_run, run_dir)}
+    assert size[run_dir] < 0.52 * size[sft_run]
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "snapshots" / "2").dtype == torch.bfloat16

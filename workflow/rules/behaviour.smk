@@ -26,12 +26,12 @@ rule train_judge:
 
 rule generate:
     input:
-        snapshot=f"{R}/{{model}}/{{run}}/snapshots/{{k}}/meta.json",
+        snapshot=f"{R}/{{model}}/{{run}}/snapshots/{{k}}",
+        adapter_base=adapter_base,
         prompts=f"{R}/data/eval_prompts.jsonl",
     output:
         f"{R}/{{model}}/{{run}}/behaviour/{{k}}/generations.jsonl",
     params:
-        model=lambda w, input: Path(input.snapshot).parent,
         settings=as_json(config["behaviour"]),
         tags=run_tags,
         seed=config["seed"],
@@ -45,7 +45,7 @@ rule generate:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift generate --model {params.model} --prompts {input.prompts} --output {output} "
+        "valuedrift generate --model {input.snapshot} --prompts {input.prompts} --output {output} "
         "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed} "
         "--threads {threads} > {log} 2>&1"
 

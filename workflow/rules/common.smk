@@ -72,6 +72,24 @@ def model_path(name_or_path):
     return f"{R}/{name_or_path}/base" if "miniature" in spec else spec["path"]
 
 
+def snapshot_dirs(run, keep=None):
+    """The snapshot folders 0..K a phase writes. With `storage.keep_snapshots: false` they are
+    temporary: Snakemake deletes each once every job that reads it is done."""
+    keep = config["storage"]["keep_snapshots"] if keep is None else keep
+    return [directory(f"{R}/{run}/snapshots/{k}") if keep else temp(directory(f"{R}/{run}/snapshots/{k}"))
+            for k in SNAPSHOTS]
+
+
+def adapter_base(wildcards):
+    """LoRA snapshots are adapters over their phase's start (the SFT result): jobs that load them
+    read that folder too, which also keeps it from being deleted before them."""
+    sft, _, pref = wildcards.run.partition("/")
+    algorithm = pref.partition("-")[0]
+    if pref and config["lora"] and ALGORITHMS[algorithm].lora:
+        return [f"{R}/{wildcards.model}/{sft}/snapshots/{K}"]
+    return []
+
+
 def start_model(wildcards):
     """The SFT phase starts from the base model: a folder built here, or a hub id / path."""
     return model_path(wildcards.model)
@@ -97,7 +115,7 @@ def reward_inputs(wildcards):
     a = wildcards.algorithm
     if uses_reward_model(a):
         run = f"{R}/{wildcards.model}/sft-{wildcards.sft_data}/reward-{wildcards.pref_data}"
-        return {"reward_model": f"{run}/snapshots/{K}/meta.json"}
+        return {"reward_model": f"{run}/snapshots/{K}"}
     if ALGORITHMS[a].reward:
         return {"judge": f"{R}/judge/{config['judge']['name']}"}
     return {}
@@ -106,7 +124,7 @@ def reward_inputs(wildcards):
 def reward_args(wildcards, input):
     """The reward flags of `valuedrift train` for this run."""
     if "reward_model" in input.keys():
-        return f"--reward-model {Path(input.reward_model).parent}"
+        return f"--reward-model {input.reward_model}"
     if "judge" in input.keys():
         chosen = chosen_stance(config["preference_datasets"][wildcards.pref_data])
         return f"--judge-reward {chosen} --judge-model {input.judge}"

@@ -19,12 +19,13 @@ rule prepare_probe_pairs:
 
 rule probe_representations:
     input:
-        snapshots=[f"{R}/{{model}}/{{run}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+        snapshots=[f"{R}/{{model}}/{{run}}/snapshots/{k}" for k in SNAPSHOTS],
+        adapter_base=adapter_base,
         pairs=rules.prepare_probe_pairs.output[0],
     output:
         f"{R}/{{model}}/{{run}}/representation/probes.csv",
     params:
-        run_dir=lambda w, input: Path(input.snapshots[0]).parent.parent.parent,
+        run_dir=lambda w, input: Path(input.snapshots[0]).parent.parent,
         snapshots=K,
         settings=as_json(config["representation"]),
         tags=run_tags,

@@ -1,5 +1,5 @@
-# Training phases. Each writes K+1 probe snapshots at fixed fractions of the phase (k=0 is its
-# starting model); `meta.json` is written last, so it marks a complete snapshot.
+# Training phases. Each writes K+1 probe snapshot folders at fixed fractions of the phase (k=0 is
+# its starting model), stored as `storage` says.
 
 
 rule train_sft:
@@ -7,13 +7,14 @@ rule train_sft:
         data=f"{R}/data/sft/{{sft_data}}.jsonl",
         base=base_model_input,
     output:
-        [f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+        snapshot_dirs("{model}/sft-{sft_data}"),
     params:
         start=start_model,
         run_dir=f"{R}/{{model}}/sft-{{sft_data}}",
         settings=as_json(config["sft"]),
         seed=config["seed"],
         snapshots=K,
+        snapshot_dtype=config["storage"]["snapshot_dtype"],
         launch=launcher,
     threads: job_threads("train")
     resources:
@@ -26,22 +27,22 @@ rule train_sft:
         "../../envs/train.yaml"
     shell:
         "{params.launch} train --algorithm sft --model {params.start} --data {input.data} "
-        "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
+        "--run-dir {params.run_dir} --snapshots {params.snapshots} --snapshot-dtype {params.snapshot_dtype} --settings {params.settings:q} "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
 rule train_reward_model:
     input:
         data=f"{R}/data/preference/{{pref_data}}.jsonl",
-        start=f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{K}/meta.json",
+        start=f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{K}",
     output:
-        [f"{R}/{{model}}/sft-{{sft_data}}/reward-{{pref_data}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+        snapshot_dirs("{model}/sft-{sft_data}/reward-{pref_data}"),
     params:
-        start=lambda w, input: Path(input.start).parent,
         run_dir=f"{R}/{{model}}/sft-{{sft_data}}/reward-{{pref_data}}",
         settings=as_json(config["reward_model"]),
         seed=config["seed"],
         snapshots=K,
+        snapshot_dtype=config["storage"]["snapshot_dtype"],
         launch=launcher,
     threads: job_threads("train")
     resources:
@@ -53,8 +54,8 @@ rule train_reward_model:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} train --algorithm reward --model {params.start} --data {input.data} "
-        "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
+        "{params.launch} train --algorithm reward --model {input.start} --data {input.data} "
+        "--run-dir {params.run_dir} --snapshots {params.snapshots} --snapshot-dtype {params.snapshot_dtype} --settings {params.settings:q} "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
@@ -62,20 +63,17 @@ rule train_preference:
     input:
         unpack(reward_inputs),
         data=f"{R}/data/preference/{{pref_data}}.jsonl",
-        start=f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{K}/meta.json",
+        start=f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{K}",
     output:
-        [
-            f"{R}/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}/snapshots/{k}/meta.json"
-            for k in SNAPSHOTS
-        ],
+        snapshot_dirs("{model}/sft-{sft_data}/{algorithm}-{pref_data}"),
     params:
-        start=lambda w, input: Path(input.start).parent,
         run_dir=f"{R}/{{model}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}",
         settings=lambda w: as_json(config["algorithms"][w.algorithm]),
         reward=reward_args,
         lora=lambda w: as_json(config["lora"] if ALGORITHMS[w.algorithm].lora else None),
         seed=config["seed"],
         snapshots=K,
+        snapshot_dtype=config["storage"]["snapshot_dtype"],
         launch=launcher,
     threads: job_threads("train")
     resources:
@@ -87,8 +85,8 @@ rule train_preference:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} train --algorithm {wildcards.algorithm} --model {params.start} --data {input.data} "
-        "--run-dir {params.run_dir} --snapshots {params.snapshots} --settings {params.settings:q} "
+        "{params.launch} train --algorithm {wildcards.algorithm} --model {input.start} --data {input.data} "
+        "--run-dir {params.run_dir} --snapshots {params.snapshots} --snapshot-dtype {params.snapshot_dtype} --settings {params.settings:q} "
         "{params.reward} --lora {params.lora:q} --seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
@@ -100,13 +98,15 @@ if SKIPPED_SFT:
         input:
             base=base_model_input,
         output:
-            [f"{R}/{{model}}/sft-{{sft_data}}/snapshots/{k}/meta.json" for k in SNAPSHOTS],
+            # kept whatever `storage` says: snapshots 1..K link to 0, which must outlive them
+            snapshot_dirs("{model}/sft-{sft_data}", keep=True),
         wildcard_constraints:
             sft_data="|".join(SKIPPED_SFT),
         params:
             start=start_model,
-            run_dir=lambda w, output: Path(output[0]).parent.parent.parent,
+            run_dir=lambda w, output: Path(output[0]).parent.parent,
             snapshots=K,
+            snapshot_dtype=config["storage"]["snapshot_dtype"],
         resources:
             **job_resources("probe"),
         log:
@@ -115,4 +115,5 @@ if SKIPPED_SFT:
             "../../envs/train.yaml"
         shell:
             "valuedrift publish-start --model {params.start} --run-dir {params.run_dir} --snapshots {params.snapshots} "
+            "--snapshot-dtype {params.snapshot_dtype} "
             "> {log} 2>&1"

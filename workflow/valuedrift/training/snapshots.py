@@ -4,10 +4,12 @@ Snapshot k (k = 0..K) is the model after round(k/K × total steps) optimizer ste
 starting model. Positions depend only on K and the phase length, so every algorithm's trajectory
 lines up. Each snapshot is saved to a temporary folder and renamed into place with `meta.json`
 written last: a folder with a `meta.json` is complete, anything else is ignored and rewritten.
+Snapshots may be stored in a narrower dtype than training uses (bfloat16 halves fp32's disk).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -31,11 +33,29 @@ def is_complete(folder: str | os.PathLike) -> bool:
     return (Path(folder) / "meta.json").is_file()
 
 
+def cast_weights(folder: str | os.PathLike, dtype: str) -> None:
+    """Rewrites a saved model's (or adapter's) safetensors files with floating tensors in `dtype`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    for path in Path(folder).glob("*.safetensors"):
+        tensors = {name: t.to(target) if t.is_floating_point() else t for name, t in load_file(path).items()}
+        save_file(tensors, path, metadata={"format": "pt"})
+    config = Path(folder) / "config.json"
+    if config.is_file():  # from_pretrained loads in the dtype the config names
+        settings = json.loads(config.read_text())
+        settings["dtype"] = dtype
+        config.write_text(json.dumps(settings, indent=2) + "\n")
+
+
 class SnapshotCallback(TrainerCallback):
     """Saves snapshot k when training reaches its step; skips snapshots already complete (resume)."""
 
-    def __init__(self, folder: str | os.PathLike, num_snapshots: int, meta: dict, checkpoint: bool = True):
+    def __init__(self, folder: str | os.PathLike, num_snapshots: int, meta: dict, checkpoint: bool = True,
+                 dtype: str = "auto"):
         self.folder = Path(folder)
+        self.dtype = dtype  # stored dtype of the snapshots; auto: as trained
         self.checkpoint = checkpoint  # also request a resume checkpoint at each snapshot
         self.num_snapshots = num_snapshots
         self.meta = meta
@@ -67,6 +87,8 @@ class SnapshotCallback(TrainerCallback):
         # save_model gathers sharded weights (DeepSpeed ZeRO-3) and writes on the main process only.
         self.trainer.save_model(str(tmp))
         if self.trainer.is_world_process_zero():
+            if self.dtype != "auto":
+                cast_weights(tmp, self.dtype)
             write_json(tmp / "meta.json", {
                 **self.meta, "k": k, "step": state.global_step, "total_steps": state.max_steps,
                 "fraction": state.global_step / state.max_steps,

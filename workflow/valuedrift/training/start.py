@@ -23,6 +23,7 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="the start model (hub id or folder)")
     parser.add_argument("--run-dir", required=True, help="run folder to write (snapshots/0..K)")
     parser.add_argument("--snapshots", type=int, required=True, help="K: the last snapshot")
+    parser.add_argument("--snapshot-dtype", default="auto", help="dtype to store the model in (auto: as it is)")
     return parser
 
 
@@ -34,7 +35,7 @@ def main(args: argparse.Namespace) -> None:
     folder = Path(args.run_dir) / "snapshots"
     with atomic_dir(folder / "0") as tmp:
         AutoTokenizer.from_pretrained(args.model).save_pretrained(tmp)
-        AutoModelForCausalLM.from_pretrained(args.model, dtype="auto").save_pretrained(tmp)
+        AutoModelForCausalLM.from_pretrained(args.model, dtype=args.snapshot_dtype).save_pretrained(tmp)
         write_json(tmp / "meta.json", {"k": 0, "step": 0, "total_steps": 0, "fraction": 0.0,
                                        "start": args.model, "skipped": True})
     for k in range(1, args.snapshots + 1):

@@ -28,6 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (SLURM requeue or Snakemake --retries resumes)
+SNAPSHOT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -39,6 +40,8 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="training set (JSONL in the project's SFT or preference schema)")
     parser.add_argument("--run-dir", required=True, help="run folder; snapshots go to RUN_DIR/snapshots/k")
     parser.add_argument("--snapshots", type=int, required=True, help="K: snapshots after the start")
+    parser.add_argument("--snapshot-dtype", default="auto", choices=SNAPSHOT_DTYPES,
+                        help="dtype of the saved snapshots (auto: as trained; bfloat16 halves fp32's disk)")
     parser.add_argument("--settings", default="{}", help="JSON: fields of the algorithm's TRL config")
     parser.add_argument("--reward-model", default=None, help="trained reward model (PPO, GRPO, RLOO)")
     parser.add_argument("--judge-reward", default=None, metavar="STANCE",
@@ -54,7 +57,7 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 def settings_hash(args: argparse.Namespace) -> str:
     """Identifies everything that changes the trained weights; a resume needs the same hash."""
     key = json.dumps([args.algorithm, args.model, args.data, args.snapshots, json.loads(args.settings), args.seed,
-                      args.reward_model, args.judge_reward, json.loads(args.lora)], sort_keys=True)
+                      args.reward_model, args.judge_reward, json.loads(args.lora), args.snapshot_dtype], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -196,7 +199,8 @@ def main(args: argparse.Namespace) -> None:
     models = load_models(args)
     dataset = load_training_data(algo.data, args.data, models.tokenizer)
     meta = {"algorithm": args.algorithm, "start_model": args.model, "data": args.data, "settings_hash": config_hash}
-    snapshots = SnapshotCallback(work / "snapshots", args.snapshots, meta, checkpoint=algo.resumable)
+    snapshots = SnapshotCallback(work / "snapshots", args.snapshots, meta, checkpoint=algo.resumable,
+                                 dtype=args.snapshot_dtype)
     preemption = Preemption()
     callbacks = [snapshots]
     if algo.resumable:
