@@ -3,6 +3,9 @@
 Prompts are rendered with the model's chat template, sorted by length and batched (left padding,
 KV cache, several samples per prompt in one call); generation stops at the end-of-turn token.
 Each output row carries the snapshot's position (k, step, fraction) and the caller's tags.
+
+Two backends write the same rows: `hf` (transformers `generate`, the default, any machine) and
+`vllm` (continuous batching and paged attention on GPU clusters where vLLM is installed).
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from valuedrift.io import InputError
+
 log = logging.getLogger(__name__)
+
+BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -23,8 +30,14 @@ class GenerationSettings:
     samples_per_question: int = 5
     temperature: float = 0.7
     max_new_tokens: int = 256
-    batch_size: int = 64        # sequences per generate() call
+    batch_size: int = 64        # sequences per generate() call (hf; vllm schedules its own batches)
     top_p: float = 1.0
+    backend: str = "hf"         # hf or vllm
+    dtype: str = "auto"         # auto: bfloat16 on a GPU that has it, else float32; or a torch dtype name
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise InputError(f"behaviour.backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -81,7 +94,36 @@ def sample_answers(model, tokenizer, questions: list[str], settings: GenerationS
             yield idx[row // n], row % n, text, n_tokens, finished
 
 
-def load_for_inference(model_path: str):
+def sample_answers_vllm(model_path: str, questions: list[str], settings: GenerationSettings, seed: int):
+    """Same yield as `sample_answers`, through vLLM; a LoRA snapshot is served over its base model."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as e:
+        raise InputError("behaviour.backend: vllm needs the vllm package (pip install vllm, on a CUDA "
+                         "machine); or set behaviour.backend: hf") from e
+    from transformers import AutoTokenizer
+
+    adapter = Path(model_path) / "adapter_config.json"
+    base, lora, rank = model_path, None, 16
+    if adapter.is_file():
+        from vllm.lora.request import LoRARequest
+
+        spec = json.loads(adapter.read_text())
+        base, lora, rank = spec["base_model_name_or_path"], LoRARequest("snapshot", 1, str(model_path)), spec["r"]
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                             add_generation_prompt=True) for q in questions]
+    llm = LLM(model=str(base), tokenizer=str(model_path), dtype=settings.dtype, seed=seed,
+              enable_lora=lora is not None, max_lora_rank=rank)
+    params = SamplingParams(n=settings.samples_per_question, temperature=settings.temperature,
+                            top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=seed,
+                            stop_token_ids=[tokenizer.eos_token_id], skip_special_tokens=True)
+    for i, request in enumerate(llm.generate(prompts, params, lora_request=lora)):
+        for sample, out in enumerate(request.outputs):
+            yield i, sample, out.text.strip(), len(out.token_ids), out.finish_reason == "stop"
+
+
+def load_for_inference(model_path: str, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -89,8 +131,17 @@ def load_for_inference(model_path: str):
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"  # decoder-only batches must be padded on the left
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype("auto"))
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype))
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer
+
+
+def answers(model_path: str, questions: list[str], settings: GenerationSettings, seed: int):
+    """(question index, sample index, answer, new tokens, finished) from the configured backend."""
+    if settings.backend == "vllm":
+        yield from sample_answers_vllm(model_path, questions, settings, seed)
+        return
+    model, tokenizer = load_for_inference(model_path, settings.dtype)
+    yield from sample_answers(model, tokenizer, questions, settings)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -104,12 +155,11 @@ def main(args: argparse.Namespace) -> None:
     set_seed(args.seed)
     settings = from_dict(GenerationSettings, json.loads(args.settings))
     prompts = read_jsonl(args.prompts, required=["question_id", "topic", "question"])
-    model, tokenizer = load_for_inference(args.model)
     base = {**json.loads(args.tags), **snapshot_position(args.model), "prompts_version": file_version(args.prompts),
             "generation": asdict(settings)}
     t0 = time.perf_counter()
     rows = []
-    for i, sample, text, n_tokens, finished in sample_answers(model, tokenizer, [p["question"] for p in prompts], settings):
+    for i, sample, text, n_tokens, finished in answers(args.model, [p["question"] for p in prompts], settings, args.seed):
         p = prompts[i]
         rows.append({**base, "question_id": p["question_id"], "topic": p["topic"], "question": p["question"],
                      "sample": sample, "answer": text, "n_tokens": n_tokens, "finished": finished})

@@ -27,6 +27,7 @@ POOLINGS = ("mean", "last")
 class HiddenSettings:
     batch_size: int = 16          # texts per forward pass
     max_length: int = 2048        # tokens; longer texts are cut from the left (the prompt's start)
+    dtype: str = "auto"           # auto: bfloat16 on a GPU that has it, else float32; or a torch dtype name
 
 
 def render(tokenizer, prompt: list[dict], answer: str) -> tuple[list[int], int]:

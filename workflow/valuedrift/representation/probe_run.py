@@ -52,7 +52,7 @@ def extract_run(run_dir: Path, k_max: int, pairs: list[dict], settings, scratch:
     states, lengths = {}, None
     for k in range(k_max + 1):
         t0 = time.perf_counter()
-        model, tokenizer = load_for_inference(str(run_dir / "snapshots" / str(k)))
+        model, tokenizer = load_for_inference(str(run_dir / "snapshots" / str(k)), settings.dtype)
         (scratch / str(k)).mkdir()
         states[k] = extract(model, tokenizer, pairs, settings, scratch / str(k))
         lengths = answer_lengths(pairs, tokenizer) if lengths is None else lengths
