@@ -4,14 +4,13 @@ import shlex
 from pathlib import Path
 
 from valuedrift.behaviour.judges import TRAINED
+from valuedrift import grid
 from valuedrift.config import chosen_stance, probe_pairs_spec, validate_config
 from valuedrift.training.trainers import ALGORITHMS, PREFERENCE_ALGORITHMS
 
 validate_config(config)
 
-# the grid narrowed by the filter (an empty filter list keeps the whole grid axis)
-GRID = {axis: [n for n in names if not config["filter"].get(axis) or n in config["filter"][axis]]
-        for axis, names in config["grid"].items()}
+GRID = grid.grid(config)  # narrowed by the filter
 K = config["snapshots_per_phase"]
 SNAPSHOTS = list(range(K + 1))
 R = "results"  # every output lives under results/
@@ -32,21 +31,11 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
-# SFT sets marked `skip`: no SFT phase; the preference runs start from the model itself
-SKIPPED_SFT = [name for name, spec in config["sft_datasets"].items() if spec.get("skip")]
+SKIPPED_SFT = grid.skipped_sft(config)
 
 
 def runs():
-    """Every probed run of the grid: SFT runs, then the preference runs from each SFT result."""
-    out = []
-    for model in GRID["models"]:
-        for sft_data in GRID["sft_datasets"]:
-            if sft_data not in SKIPPED_SFT:
-                out.append(f"{model}/sft-{sft_data}")
-            for algorithm in GRID["algorithms"]:
-                for pref_data in GRID["preference_datasets"]:
-                    out.append(f"{model}/sft-{sft_data}/{algorithm}-{pref_data}")
-    return out
+    return grid.runs(config)
 
 
 def run_tags(wildcards):
@@ -105,15 +94,11 @@ def base_model_input(wildcards):
     return built_here(wildcards.model)
 
 
-def uses_reward_model(algorithm):
-    return ALGORITHMS[algorithm].reward and (algorithm == "ppo" or config["online_reward"] == "reward_model")
-
-
 def reward_inputs(wildcards):
     """PPO (and GRPO/RLOO by default) need the reward model of their SFT model and preference set;
     GRPO/RLOO with `online_reward: judge` need the judge instead."""
     a = wildcards.algorithm
-    if uses_reward_model(a):
+    if grid.uses_reward_model(config, a):
         run = f"{R}/{wildcards.model}/sft-{wildcards.sft_data}/reward-{wildcards.pref_data}"
         return {"reward_model": f"{run}/snapshots/{K}"}
     if ALGORITHMS[a].reward:
