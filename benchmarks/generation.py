@@ -1,6 +1,7 @@
 """Tokens per second of the behaviour probe's generation path against a naive loop, measured in one run.
 
-    python benchmarks/generation.py [--model tiny|qwen3-0.6b|both] [--repeats 3]
+    python benchmarks/generation.py [--model tiny|qwen3-0.6b|both] [--repeats 3] [--dtype bfloat16]
+                                    [--save-costs benchmarks/costs/<device>.json]
 
 The pipeline's path is `valuedrift.behaviour.generate.sample_answers`: chat-rendered prompts sorted by
 length into batches, several samples per prompt in one `generate` call, KV cache, stop at
@@ -8,7 +9,8 @@ end-of-turn. The naive loop calls `generate` once per prompt and sample. Both sa
 questions (the miniature world's evaluation questions) with the same settings on the same randomly
 initialized model, shaped like the miniature world's tiny model or like Qwen3-0.6B, with the world's
 BPE tokenizer; a random model rarely ends early, so both write about max_new_tokens per answer.
-Prints medians over the repeats and their ratio; asserts nothing.
+Prints medians over the repeats and their ratio; asserts nothing. With --save-costs the pipeline's
+median on the 0.6B-shaped model becomes the `generate` throughput that `valuedrift plan` uses.
 """
 
 from __future__ import annotations
@@ -19,19 +21,8 @@ import resource
 import statistics
 import time
 
-
-def build(shape: str, tokenizer, dtype: str):
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    sizes = {"tiny": dict(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-                          num_attention_heads=4, num_key_value_heads=4, head_dim=32),
-             "qwen3-0.6b": dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                                num_attention_heads=16, num_key_value_heads=8, head_dim=128)}[shape]
-    config = Qwen3Config(**sizes, tie_word_embeddings=True, max_position_embeddings=2048,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return Qwen3ForCausalLM(config).to(getattr(torch, dtype)).eval()
+import costs
+import shapes
 
 
 def naive(model, tokenizer, questions, settings) -> int:
@@ -41,7 +32,7 @@ def naive(model, tokenizer, questions, settings) -> int:
     tokens = 0
     for q in questions:
         text = tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         for _ in range(settings.samples_per_question):
             with torch.inference_mode():
                 out = model.generate(**enc, do_sample=True, temperature=settings.temperature, top_k=0,
@@ -71,7 +62,6 @@ def main() -> None:
     import torch
 
     from valuedrift.behaviour.generate import GenerationSettings
-    from valuedrift.models.tiny import train_tokenizer
     from valuedrift.world.datasets import World
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -82,27 +72,29 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-costs", default=None, help="costs file to update with the 0.6B pipeline figure")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    world = World(0, 5, 2)
-    tokenizer = train_tokenizer([r["messages"][-1]["content"] for r in world.pretrain_rows(2000, 0.5)], 1024)
+    tokenizer = shapes.world_tokenizer()
     tokenizer.padding_side = "left"
-    questions = [q.question for q in world.split("eval")]
+    questions = [q.question for q in World(0, 5, 2).split("eval")]
     for shape in (["tiny", "qwen3-0.6b"] if args.model == "both" else [args.model]):
         n = args.questions or (55 if shape == "tiny" else 11)
         settings = GenerationSettings(samples_per_question=args.samples, temperature=1.0,
                                       max_new_tokens=args.max_new_tokens, batch_size=256)
-        model = build(shape, tokenizer, args.dtype)
+        model = shapes.build(shape, tokenizer, args.dtype)
         torch.manual_seed(0)
         fast = measure(pipeline, args.repeats, model, tokenizer, questions[:n], settings)
         slow = measure(naive, args.repeats, model, tokenizer, questions[:n], settings)
-        print(json.dumps({"model": shape, "dtype": args.dtype, "threads": args.threads, "questions": n,
-                          "samples": args.samples, "max_new_tokens": args.max_new_tokens, "pipeline": fast,
-                          "naive": slow, "ratio_of_medians": round(fast["tokens_per_s_median"]
-                                                                   / slow["tokens_per_s_median"], 1),
-                          "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)},
-                         indent=2))
+        figures = {"model": shape, "dtype": args.dtype, "threads": args.threads, "questions": n,
+                   "samples": args.samples, "max_new_tokens": args.max_new_tokens, "pipeline": fast, "naive": slow,
+                   "ratio_of_medians": round(fast["tokens_per_s_median"] / slow["tokens_per_s_median"], 1),
+                   "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+        print(json.dumps(figures, indent=2))
+        if args.save_costs and shape == "qwen3-0.6b":
+            costs.save(args.save_costs, "generate", fast["tokens_per_s_median"], shapes.parameters(model),
+                       {**figures, "device": costs.device(args.threads, args.dtype)})
         del model
 
 

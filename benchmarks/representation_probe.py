@@ -2,12 +2,14 @@
 shaped like Qwen3-0.6B (28 layers, hidden 1024, 16 query / 8 key-value heads, vocabulary 151,936).
 
     python benchmarks/representation_probe.py [--pairs 200] [--dtype float32|bfloat16]
+                                              [--save-costs benchmarks/costs/<device>.json]
 
 A snapshot's probe is two parts, timed apart: the hidden states of every layer for prompt+chosen and
 prompt+rejected of each held-out pair (one forward pass per batch), and the probes of every layer
 and pooling against the start (nested CV, bootstrap, CKA, transfer). The pairs come from the
 miniature world, tokenized by its BPE tokenizer (ids fit the large vocabulary). Prints figures; it
-asserts nothing. Peak memory is the process's maximum resident set size.
+asserts nothing. Peak memory is the process's maximum resident set size. With --save-costs the
+hidden states' tokens per second become the `forward` throughput that `valuedrift plan` uses.
 """
 
 from __future__ import annotations
@@ -19,21 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import costs
+import shapes
+
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
-
-
-def qwen3_06b_shaped(tokenizer, dtype):
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                         num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
-                         max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    return Qwen3ForCausalLM(config).to(getattr(torch, dtype)).eval()
 
 
 def probe_pairs(n: int) -> list[dict]:
@@ -47,37 +40,38 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from valuedrift.models.tiny import train_tokenizer
-    from valuedrift.representation.hidden import HiddenSettings, answer_lengths, extract
+    from valuedrift.representation.hidden import HiddenSettings, answer_lengths, extract, texts_of
     from valuedrift.representation.probe_run import layer_rows, prompt_groups
     from valuedrift.representation.probes import ProbeSettings, length_probe
-    from valuedrift.world.datasets import World
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-costs", default=None, help="costs file to update with the hidden-state figure")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    corpus = [r["messages"][-1]["content"] for r in World(0, 5, 2).pretrain_rows(2000, 0.5)]
-    tokenizer = train_tokenizer(corpus, 1024)
+    tokenizer = shapes.world_tokenizer()
     pairs = probe_pairs(args.pairs)
+    hidden_settings = HiddenSettings(batch_size=args.batch_size)
+    tokens = sum(len(ids) for ids in texts_of(pairs, tokenizer, hidden_settings.max_length)[0])
     groups, lengths = prompt_groups(pairs), answer_lengths(pairs, tokenizer)
     settings = ProbeSettings(**{"folds": 5, "inner_folds": 2, "Cs": (0.01, 1.0, 100.0), "n_boot": 1000})
-    figures = {"pairs": len(pairs), "dtype": args.dtype, "threads": args.threads}
+    figures = {"pairs": len(pairs), "tokens_per_snapshot": tokens, "dtype": args.dtype, "threads": args.threads}
     with tempfile.TemporaryDirectory() as scratch:
         states = {}
         for k in (0, 1):  # the start and one snapshot: a second random model stands in for training
-            model = qwen3_06b_shaped(tokenizer, args.dtype)
+            model = shapes.build("qwen3-0.6b", tokenizer, args.dtype)
+            parameters = shapes.parameters(model)
             if k:
                 with torch.no_grad():
                     for p in model.parameters():
                         p.add_(0.01 * torch.randn_like(p))
             (Path(scratch) / str(k)).mkdir()
             t0 = time.perf_counter()
-            states[k] = extract(model, tokenizer, pairs, HiddenSettings(batch_size=args.batch_size), Path(scratch) / str(k))
+            states[k] = extract(model, tokenizer, pairs, hidden_settings, Path(scratch) / str(k))
             figures[f"hidden_states_s_snapshot{k}"] = round(time.perf_counter() - t0, 1)
             del model
         figures["hidden_file_mb_per_snapshot"] = round(sum(a.nbytes for a in states[1].values()) / 2**20, 1)
@@ -91,6 +85,9 @@ def main() -> None:
                                             round(float(np.max([r["auroc"] for r in last])), 3)]
     figures["seconds_per_snapshot"] = round(figures["hidden_states_s_snapshot1"] + figures["probe_s_two_snapshots"] / 2, 1)
     print(json.dumps(figures, indent=2))
+    if args.save_costs:
+        costs.save(args.save_costs, "forward", round(tokens / figures["hidden_states_s_snapshot1"], 1), parameters,
+                   {**figures, "device": costs.device(args.threads, args.dtype)})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 # subcommand -> module; the order is the order of the workflow
 COMMANDS = {
     "check-config": "valuedrift.config",
+    "plan": "valuedrift.plan",
     "prepare-data": "valuedrift.data.prepare",
     "build-vprism": "valuedrift.data.vprism",
     "build-base": "valuedrift.models.tiny",

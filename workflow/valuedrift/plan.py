@@ -1,0 +1,357 @@
+"""`valuedrift plan`: what a config will cost, before it is submitted.
+
+    valuedrift plan config.yaml workflow/experiments/value-drifts.yaml
+
+Jobs per stage come from Snakemake's own dry run of the config. Work per stage is estimated from
+the config: tokens processed (upper bounds: answers at max_new_tokens, texts at max_length) times
+about 2·N floating-point operations per token for a forward pass and 6·N for a training step, for
+a model of N parameters. Device time is that work over the throughput the benchmarks measured on
+one device (`--costs`, a file written by `benchmarks/*.py --save-costs`): GPU hours when the costs
+were measured on one GPU. Scaling by FLOPs holds for models big enough to keep the device busy;
+models as small as the miniature one spend their time on overheads instead. Disk is the snapshots'
+weights in their stored dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+DEFAULT_COSTS = Path(__file__).resolve().parents[2] / "benchmarks" / "costs" / "cpu-2core.json"
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# TRL's defaults where a config leaves these out
+TRL_DEFAULTS = {"num_train_epochs": 3, "max_length": 1024, "max_completion_length": 256, "num_generations": 8,
+                "response_length": 53, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
+JUDGE_PROMPT_TOKENS = 200  # the judge's instructions and the question around each answer
+
+
+@dataclass
+class Stage:
+    name: str
+    operation: str            # generate, forward or train: which measured throughput applies
+    jobs: int = 0
+    tokens: float = 0.0
+    flops: float = 0.0
+    requests: int = 0         # API calls (judging through an API costs no GPU time)
+
+
+@dataclass
+class Plan:
+    stages: dict[str, Stage]
+    disk_bytes: float = 0.0
+    snapshots: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def make_parser(subparsers=None) -> argparse.ArgumentParser:
+    from valuedrift.cli import command_parser
+
+    parser = command_parser(subparsers, "plan", __doc__)
+    parser.add_argument("configs", nargs="+", help="YAML config files, merged left to right like --configfile")
+    parser.add_argument("--costs", default=str(DEFAULT_COSTS),
+                        help="measured throughput (JSON from benchmarks/*.py --save-costs); default: %(default)s")
+    parser.add_argument("--snakefile", default="Snakefile", help="the workflow whose dry run counts the jobs")
+    return parser
+
+
+# ---- sizes -------------------------------------------------------------------------------------
+
+def parameter_count(name: str, spec: dict, notes: list[str]) -> float:
+    """N of a model of `models`: exact for a miniature or a readable config, else from its name."""
+    if "miniature" in spec:
+        m = spec["miniature"]
+        return count_parameters(miniature_config(m))
+    path = spec["path"]
+    config = readable_config(path)
+    if config is not None:
+        return count_parameters(config)
+    match = re.search(r"(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])", path)
+    if not match:
+        raise SystemExit(f"plan: cannot tell the size of model {name} ({path}): no readable config.json and no "
+                         "'<N>B' in its name")
+    notes.append(f"{name}: {match.group(1)}B parameters read from its name ({path}; its config was not readable here)")
+    return float(match.group(1)) * 1e9
+
+
+def miniature_config(m: dict):
+    from transformers import Qwen3Config
+
+    h = m["hidden_size"]
+    return Qwen3Config(vocab_size=m["vocab_size"], hidden_size=h, intermediate_size=4 * h,
+                       num_hidden_layers=m["num_layers"], num_attention_heads=m["num_heads"],
+                       num_key_value_heads=m["num_heads"], head_dim=h // m["num_heads"], tie_word_embeddings=True)
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """One quick connection instead of the hub client's retries, which take minutes offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def readable_config(path: str):
+    """The model's config from a folder, the local hub cache or the hub; None where none has it."""
+    from transformers import AutoConfig
+
+    sources = (True, False) if not Path(path).is_dir() and hub_reachable() else (True,)
+    for local_only in sources:
+        try:
+            return AutoConfig.from_pretrained(path, local_files_only=local_only)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def meta_model(config):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def count_parameters(config) -> float:
+    return float(sum(p.numel() for p in meta_model(config).parameters()))
+
+
+def lora_parameters(n: float, spec: dict, lora: dict, notes: list[str]) -> float:
+    """Adapter size: r·(in + out) per targeted linear layer, exact from a readable config."""
+    import torch
+
+    config = miniature_config(spec["miniature"]) if "miniature" in spec else readable_config(spec["path"])
+    r, targets = lora.get("r", 8), lora.get("target_modules", "all-linear")
+    if config is None:
+        notes.append(f"LoRA adapters of {spec.get('path')}: about 0.6 % of the weights at r 16 (config not readable)")
+        return n * 0.006 * r / 16
+    total = 0
+    for name, module in meta_model(config).named_modules():
+        short = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and short != "lm_head" and (targets == "all-linear" or short in targets):
+            total += r * (module.in_features + module.out_features)
+    return float(total)
+
+
+def dataset_rows(kind: str, name: str, spec: dict, notes: list[str]) -> int | None:
+    """Rows of an SFT or preference set from its config; a prepared file counts where the config
+    leaves the size open."""
+    for source in ("miniature", "hub", "synthetic"):
+        if spec.get(source, {}).get("size"):
+            return int(spec[source]["size"])
+    prepared = Path("results") / "data" / kind / f"{name}.jsonl"
+    if prepared.is_file():
+        with open(prepared, encoding="utf-8") as f:
+            return sum(1 for _ in f)
+    notes.append(f"{kind} set {name}: size not set and not prepared yet; its training is left out of the totals")
+    return None
+
+
+def eval_questions(config: dict) -> int:
+    if config["eval_prompts"]["source"] == "vprism":
+        v = config["eval_prompts"]["vprism"]
+        return v["topics"] * v["per_topic"]
+    return 11 * config["world"]["eval_questions_per_topic"]  # the miniature world's 11 topics
+
+
+def probe_pairs(config: dict) -> int:
+    spec = config["probe_pairs"]
+    return int(spec[spec["source"]].get("size") or 0)
+
+
+# ---- work --------------------------------------------------------------------------------------
+
+def trl(settings: dict, key: str):
+    return settings.get(key, TRL_DEFAULTS.get(key))
+
+
+def sequences(settings: dict, rows: int, per_row: int, gpus: int) -> float:
+    """Sequences a training phase processes: a fixed max_steps budget, or epochs over the rows."""
+    if settings.get("max_steps", -1) > 0:
+        return (settings["max_steps"] * trl(settings, "per_device_train_batch_size")
+                * trl(settings, "gradient_accumulation_steps") * max(gpus, 1))
+    return rows * per_row * trl(settings, "num_train_epochs")
+
+
+def phase_work(algorithm: str, settings: dict, rows: int, n: float, gpus: int, reward: bool) -> tuple[float, float]:
+    """(tokens, FLOPs) of one training phase of a model of n parameters."""
+    from valuedrift.training.trainers import ALGORITHMS
+
+    algo = ALGORITHMS[algorithm]
+    if algorithm == "ppo":  # sample, then policy and value steps, reference and reward forwards
+        tokens = settings.get("total_episodes", rows) * trl(settings, "response_length")
+        return tokens, tokens * n * (2 + 6 + 6 + 2 + 2)
+    if algo.data == "prompt":  # GRPO, RLOO: sample groups, score, step
+        tokens = sequences(settings, rows, trl(settings, "num_generations"), gpus) * trl(settings, "max_completion_length")
+        return tokens, tokens * n * (2 + 6 + (2 if settings.get("beta", 0) else 0) + (2 if reward else 0))
+    per_row = 1 if algorithm == "sft" else 2  # preference rows are a chosen and a rejected sequence
+    tokens = sequences(settings, rows, per_row, gpus) * trl(settings, "max_length")
+    return tokens, tokens * n * (6 + (2 if algo.reference_model else 0))
+
+
+def add(stage: Stage, tokens: float, flops: float) -> None:
+    stage.tokens += tokens
+    stage.flops += flops
+
+
+def estimate(config: dict) -> Plan:
+    from valuedrift import grid
+    from valuedrift.training.trainers import ALGORITHMS
+
+    plan = Plan({s.name: s for s in (Stage("SFT", "train"), Stage("reward models", "train"),
+                                      Stage("preference", "train"), Stage("generate", "generate"),
+                                      Stage("judge", "forward"), Stage("hidden states", "forward"),
+                                      Stage("other", "none"))})
+    notes, st = plan.notes, plan.stages
+    sizes = {m: parameter_count(m, config["models"][m], notes) for m in grid.grid(config)["models"]}
+    snapshots, dtype = config["snapshots_per_phase"] + 1, config["storage"]["snapshot_dtype"]
+    gpus = lambda model: {**config["resources"]["train"],  # noqa: E731
+                          **config["models"][model].get("resources", {}).get("train", {})}["gpu"]
+
+    def rows(kind, name):
+        key = "sft_datasets" if kind == "sft" else "preference_datasets"
+        return dataset_rows(kind, name, config[key][name], notes)
+
+    def snapshot_bytes(model, params):
+        stored = dtype if dtype != "auto" else ("float32" if "miniature" in config["models"][model] else "bfloat16")
+        return params * BYTES[stored]
+
+    for run in grid.runs(config) + grid.reward_models(config):
+        model, sft, *pref = run.split("/")
+        n = sizes[model]
+        if not pref:
+            if sft.removeprefix("sft-") in grid.skipped_sft(config):
+                plan.disk_bytes += snapshot_bytes(model, n)  # one copy, linked K times
+                plan.snapshots += 1
+                continue
+            count = rows("sft", sft.removeprefix("sft-"))
+            if count is not None:
+                add(st["SFT"], *phase_work("sft", config["sft"], count, n, gpus(model), False))
+            plan.disk_bytes += snapshots * snapshot_bytes(model, n)
+            plan.snapshots += snapshots
+            continue
+        algorithm, pref_data = pref[0].split("-", 1)
+        count = rows("preference", pref_data)
+        settings = config["reward_model"] if algorithm == "reward" else config["algorithms"][algorithm]
+        if count is not None:
+            stage = st["reward models"] if algorithm == "reward" else st["preference"]
+            add(stage, *phase_work(algorithm, settings, count, n, gpus(model), algorithm != "reward"))
+        lora = config["lora"] and algorithm != "reward" and ALGORITHMS[algorithm].lora
+        params = lora_parameters(n, config["models"][model], config["lora"], notes) if lora else n
+        plan.disk_bytes += snapshots * snapshot_bytes(model, params)
+        plan.snapshots += snapshots
+
+    behaviour = config["behaviour"]
+    answers = eval_questions(config) * behaviour["samples_per_question"]
+    judge = config["judges"][config["judge"]["name"]]
+    for run in grid.runs(config):
+        n = sizes[run.split("/")[0]]
+        add(st["generate"], snapshots * answers * behaviour["max_new_tokens"],
+            2 * n * snapshots * answers * behaviour["max_new_tokens"])
+        texts = 2 * probe_pairs(config) * snapshots
+        add(st["hidden states"], texts * config["representation"]["hidden"].get("max_length", 2048),
+            2 * n * texts * config["representation"]["hidden"].get("max_length", 2048))
+        if judge["kind"] == "openai_api":
+            st["judge"].requests += snapshots * answers
+        elif judge["kind"] == "local_llm":
+            judge_n = parameter_count("judge", {"path": judge["model"]}, notes)
+            tokens = snapshots * answers * (behaviour["max_new_tokens"] + JUDGE_PROMPT_TOKENS)
+            add(st["judge"], tokens, 2 * judge_n * tokens)
+    if judge["kind"] == "stance_classifier":
+        notes.append("judge: a trained stance classifier, seconds of CPU per snapshot")
+    return plan
+
+
+# ---- jobs and the table ------------------------------------------------------------------------
+
+STAGE_OF_RULE = {"train_sft": "SFT", "skip_sft": "SFT", "train_reward_model": "reward models",
+                 "train_preference": "preference", "generate": "generate", "judge": "judge",
+                 "probe_representations": "hidden states"}
+
+
+def job_counts(snakefile: str, configs: list[str]) -> dict[str, int]:
+    """Jobs per rule from Snakemake's dry run of the whole DAG."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--dry-run", "--forceall", "--nolock",
+           "--quiet", "rules", "--configfile", *configs]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"plan: the dry run failed:\n{out.stderr[-3000:]}")
+    table = (out.stdout + out.stderr).split("Job stats:", 1)[-1]
+    counts = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def human(x: float, unit: str = "") -> str:
+    for scale, suffix in ((1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.1f} {suffix}{unit}"
+    return f"{x:.0f} {unit}".rstrip()
+
+
+def duration(hours: float) -> str:
+    if hours >= 100:
+        return f"{hours:,.0f} h"
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+
+
+def render(plan: Plan, counts: dict[str, int], costs: dict, config: dict, title: str) -> str:
+    rate = costs["flops_per_s"]
+    for rule, n in counts.items():
+        plan.stages[STAGE_OF_RULE.get(rule, "other")].jobs += n
+    lines = [f"valuedrift plan: {title}",
+             f"device time at the throughput measured on: {costs['device']}",
+             "",
+             f"{'stage':<15}{'jobs':>7}{'tokens (at most)':>19}{'FLOPs':>12}{'device time':>14}"]
+    total_hours = 0.0
+    for stage in plan.stages.values():
+        hours = stage.flops / rate[stage.operation] / 3600 if stage.operation in rate else 0.0
+        total_hours += hours
+        cells = [human(stage.tokens), human(stage.flops), duration(hours)] if stage.flops else ["", "", ""]
+        lines.append(f"{stage.name:<15}{stage.jobs:>7}{cells[0]:>19}{cells[1]:>12}{cells[2]:>14}")
+    lines.append(f"{'total':<15}{sum(counts.values()):>7}{'':>19}{human(sum(s.flops for s in plan.stages.values())):>12}"
+                 f"{duration(total_hours):>14}")
+    if plan.stages["judge"].requests:
+        lines.append(f"\njudge API requests: {plan.stages['judge'].requests:,} (cached; a rerun sends none again)")
+    storage = config["storage"]
+    lines += ["", f"snapshots: {plan.snapshots:,}, {human(plan.disk_bytes, 'B')} in all "
+                  f"(stored as {storage['snapshot_dtype'].replace('auto', 'trained')})",
+              "  deleted as soon as every job that reads them is done (storage.keep_snapshots: false)"
+              if not storage["keep_snapshots"] else
+              "  all kept (storage.keep_snapshots: true); false deletes each once its probes are done"]
+    if plan.notes:
+        lines += ["", "notes:"] + [f"  - {note}" for note in dict.fromkeys(plan.notes)]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> None:
+    from valuedrift.config import merge, validate_config
+
+    config: dict = {}
+    for path in args.configs:
+        config = merge(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    validate_config(config)
+    costs_path = Path(args.costs)
+    if not costs_path.is_file():
+        raise SystemExit(f"plan: no costs file {costs_path}; write one with benchmarks/*.py --save-costs")
+    costs = json.loads(costs_path.read_text())
+    plan = estimate(config)
+    print(render(plan, job_counts(args.snakefile, args.configs), costs, config, " + ".join(args.configs)))
