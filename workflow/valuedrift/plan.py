@@ -70,8 +70,7 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 def parameter_count(name: str, spec: dict, notes: list[str]) -> float:
     """N of a model of `models`: exact for a miniature or a readable config, else from its name."""
     if "miniature" in spec:
-        m = spec["miniature"]
-        return count_parameters(miniature_config(m))
+        return count_parameters(miniature_config(spec["miniature"]))
     path = spec["path"]
     config = readable_config(path)
     if config is not None:
@@ -209,71 +208,76 @@ def add(stage: Stage, tokens: float, flops: float) -> None:
     stage.flops += flops
 
 
-def estimate(config: dict) -> Plan:
+def train_gpus(config: dict, model: str) -> int:
+    return {**config["resources"]["train"], **config["models"][model].get("resources", {}).get("train", {})}["gpu"]
+
+
+def snapshot_bytes(config: dict, model: str, params: float) -> float:
+    """auto stores snapshots as trained: fp32 for a miniature model, bf16 for hub checkpoints."""
+    dtype = config["storage"]["snapshot_dtype"]
+    if dtype == "auto":
+        dtype = "float32" if "miniature" in config["models"][model] else "bfloat16"
+    return params * BYTES[dtype]
+
+
+def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
+    """One training phase (an SFT, preference or reward-model run): its work and its snapshots."""
     from valuedrift import grid
     from valuedrift.training.trainers import ALGORITHMS
+
+    model, sft, *pref = run.split("/")
+    sft_data, snapshots = sft.removeprefix("sft-"), config["snapshots_per_phase"] + 1
+    if not pref and sft_data in grid.skipped_sft(config):  # the start model once, linked K times
+        plan.disk_bytes += snapshot_bytes(config, model, n)
+        plan.snapshots += 1
+        return
+    algorithm, pref_data = pref[0].split("-", 1) if pref else ("sft", None)
+    if algorithm == "sft":
+        stage, settings = plan.stages["SFT"], config["sft"]
+        rows = dataset_rows("sft", sft_data, config["sft_datasets"][sft_data], plan.notes)
+    else:
+        stage = plan.stages["reward models" if algorithm == "reward" else "preference"]
+        settings = config["reward_model"] if algorithm == "reward" else config["algorithms"][algorithm]
+        rows = dataset_rows("preference", pref_data, config["preference_datasets"][pref_data], plan.notes)
+    if rows is not None:
+        add(stage, *phase_work(algorithm, settings, rows, n, train_gpus(config, model), algorithm != "reward"))
+    lora = config["lora"] and algorithm not in ("sft", "reward") and ALGORITHMS[algorithm].lora
+    params = lora_parameters(n, config["models"][model], config["lora"], plan.notes) if lora else n
+    plan.disk_bytes += snapshots * snapshot_bytes(config, model, params)
+    plan.snapshots += snapshots
+
+
+def add_probes(plan: Plan, config: dict, n: float, judge_n: float | None) -> None:
+    """The behaviour and representation probes of one run's snapshots."""
+    snapshots, behaviour = config["snapshots_per_phase"] + 1, config["behaviour"]
+    answers = snapshots * eval_questions(config) * behaviour["samples_per_question"]
+    add(plan.stages["generate"], answers * behaviour["max_new_tokens"], 2 * n * answers * behaviour["max_new_tokens"])
+    tokens = 2 * probe_pairs(config) * snapshots * config["representation"]["hidden"].get("max_length", 2048)
+    add(plan.stages["hidden states"], tokens, 2 * n * tokens)
+    judge = config["judges"][config["judge"]["name"]]
+    if judge["kind"] == "openai_api":
+        plan.stages["judge"].requests += answers
+    elif judge["kind"] == "local_llm":
+        tokens = answers * (behaviour["max_new_tokens"] + JUDGE_PROMPT_TOKENS)
+        add(plan.stages["judge"], tokens, 2 * judge_n * tokens)
+
+
+def estimate(config: dict) -> Plan:
+    from valuedrift import grid
 
     plan = Plan({s.name: s for s in (Stage("SFT", "train"), Stage("reward models", "train"),
                                       Stage("preference", "train"), Stage("generate", "generate"),
                                       Stage("judge", "forward"), Stage("hidden states", "forward"),
                                       Stage("other", "none"))})
-    notes, st = plan.notes, plan.stages
-    sizes = {m: parameter_count(m, config["models"][m], notes) for m in grid.grid(config)["models"]}
-    snapshots, dtype = config["snapshots_per_phase"] + 1, config["storage"]["snapshot_dtype"]
-    gpus = lambda model: {**config["resources"]["train"],  # noqa: E731
-                          **config["models"][model].get("resources", {}).get("train", {})}["gpu"]
-
-    def rows(kind, name):
-        key = "sft_datasets" if kind == "sft" else "preference_datasets"
-        return dataset_rows(kind, name, config[key][name], notes)
-
-    def snapshot_bytes(model, params):
-        stored = dtype if dtype != "auto" else ("float32" if "miniature" in config["models"][model] else "bfloat16")
-        return params * BYTES[stored]
-
-    for run in grid.runs(config) + grid.reward_models(config):
-        model, sft, *pref = run.split("/")
-        n = sizes[model]
-        if not pref:
-            if sft.removeprefix("sft-") in grid.skipped_sft(config):
-                plan.disk_bytes += snapshot_bytes(model, n)  # one copy, linked K times
-                plan.snapshots += 1
-                continue
-            count = rows("sft", sft.removeprefix("sft-"))
-            if count is not None:
-                add(st["SFT"], *phase_work("sft", config["sft"], count, n, gpus(model), False))
-            plan.disk_bytes += snapshots * snapshot_bytes(model, n)
-            plan.snapshots += snapshots
-            continue
-        algorithm, pref_data = pref[0].split("-", 1)
-        count = rows("preference", pref_data)
-        settings = config["reward_model"] if algorithm == "reward" else config["algorithms"][algorithm]
-        if count is not None:
-            stage = st["reward models"] if algorithm == "reward" else st["preference"]
-            add(stage, *phase_work(algorithm, settings, count, n, gpus(model), algorithm != "reward"))
-        lora = config["lora"] and algorithm != "reward" and ALGORITHMS[algorithm].lora
-        params = lora_parameters(n, config["models"][model], config["lora"], notes) if lora else n
-        plan.disk_bytes += snapshots * snapshot_bytes(model, params)
-        plan.snapshots += snapshots
-
-    behaviour = config["behaviour"]
-    answers = eval_questions(config) * behaviour["samples_per_question"]
+    sizes = {m: parameter_count(m, config["models"][m], plan.notes) for m in grid.grid(config)["models"]}
     judge = config["judges"][config["judge"]["name"]]
+    judge_n = parameter_count("judge", {"path": judge["model"]}, plan.notes) if judge["kind"] == "local_llm" else None
+    for run in grid.runs(config) + grid.reward_models(config):
+        add_phase(plan, config, run, sizes[run.split("/")[0]])
     for run in grid.runs(config):
-        n = sizes[run.split("/")[0]]
-        add(st["generate"], snapshots * answers * behaviour["max_new_tokens"],
-            2 * n * snapshots * answers * behaviour["max_new_tokens"])
-        texts = 2 * probe_pairs(config) * snapshots
-        add(st["hidden states"], texts * config["representation"]["hidden"].get("max_length", 2048),
-            2 * n * texts * config["representation"]["hidden"].get("max_length", 2048))
-        if judge["kind"] == "openai_api":
-            st["judge"].requests += snapshots * answers
-        elif judge["kind"] == "local_llm":
-            judge_n = parameter_count("judge", {"path": judge["model"]}, notes)
-            tokens = snapshots * answers * (behaviour["max_new_tokens"] + JUDGE_PROMPT_TOKENS)
-            add(st["judge"], tokens, 2 * judge_n * tokens)
+        add_probes(plan, config, sizes[run.split("/")[0]], judge_n)
     if judge["kind"] == "stance_classifier":
-        notes.append("judge: a trained stance classifier, seconds of CPU per snapshot")
+        plan.notes.append("judge: a trained stance classifier, seconds of CPU per snapshot")
     return plan
 
 
