@@ -18,8 +18,8 @@ def prompts(tmp_path_factory):
     return path
 
 
-def generate(tiny, prompts, out, **settings):
-    cli(["generate", "--model", str(tiny / "base"), "--prompts", str(prompts), "--output", str(out),
+def generate(tiny, prompts, out, model=None, **settings):
+    cli(["generate", "--model", str(model or tiny / "base"), "--prompts", str(prompts), "--output", str(out),
          "--settings", json.dumps({"samples_per_question": 3, "max_new_tokens": 16, **settings}),
          "--tags", '{"run": "test"}'])
     return read_jsonl(out)
@@ -49,3 +49,28 @@ def test_unknown_backend_is_refused(tiny, prompts, tmp_path, caplog):
     with pytest.raises(SystemExit):
         generate(tiny, prompts, tmp_path / "out.jsonl", backend="tgi")
     assert "behaviour.backend 'tgi'" in caplog.text
+
+
+def test_a_tokenizer_without_pad_token_generates_and_every_declared_end_of_turn_stops(tiny, prompts, tmp_path):
+    """Llama 3's tokenizer has no pad token and its generation config lists several end-of-turn ids:
+    generation pads with end of text and stops at any of them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plain = generate(tiny, prompts, tmp_path / "plain.jsonl", max_new_tokens=24)
+    tokenizer = AutoTokenizer.from_pretrained(tiny / "base")
+    model = AutoModelForCausalLM.from_pretrained(tiny / "base")
+    # half the vocabulary declared as end of turn besides the tokenizer's own: a barely trained
+    # model then writes one within a few tokens
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, *range(len(tokenizer) // 2)]
+    tokenizer.pad_token = None
+    folder = tmp_path / "llama-like"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert AutoTokenizer.from_pretrained(folder).pad_token is None
+
+    rows = generate(tiny, prompts, tmp_path / "stops.jsonl", model=folder, max_new_tokens=24)
+    assert len(rows) == len(plain)
+    assert sum(r["finished"] for r in plain) < 0.2 * len(plain)
+    assert sum(r["finished"] for r in rows) > 0.9 * len(rows)
+    assert sum(r["n_tokens"] for r in rows) < 0.3 * sum(r["n_tokens"] for r in plain)
+    assert all(r["n_tokens"] == 24 or r["finished"] for r in rows)

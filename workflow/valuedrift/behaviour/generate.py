@@ -66,13 +66,29 @@ def file_version(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
+def render_prompts(tokenizer, questions: list[str]) -> list[str]:
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+            for q in questions]
+
+
+def answer_length(tokens, stops: list[int]) -> tuple[int, bool]:
+    """(new tokens up to and including the first stop token, whether there was one); what follows
+    a stop is padding, whichever id the tokenizer pads with."""
+    import torch
+
+    hits = torch.isin(tokens, torch.tensor(stops, device=tokens.device)).nonzero()
+    return (int(hits[0]) + 1, True) if len(hits) else (len(tokens), False)
+
+
 def sample_answers(model, tokenizer, questions: list[str], settings: GenerationSettings):
     """Yields (question index, sample index, answer, number of new tokens, finished)."""
     import torch
 
+    from valuedrift.llm.local import stop_token_ids
+
     n = settings.samples_per_question
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                             add_generation_prompt=True) for q in questions]
+    prompts = render_prompts(tokenizer, questions)
+    stops = stop_token_ids(model.generation_config, tokenizer)
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lengths.__getitem__)  # similar lengths share a batch
     per_batch = max(1, settings.batch_size // n)
@@ -84,13 +100,12 @@ def sample_answers(model, tokenizer, questions: list[str], settings: GenerationS
             out = model.generate(
                 **enc, do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0,
                 max_new_tokens=settings.max_new_tokens, num_return_sequences=n,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=stops,
             )
         new = out[:, enc["input_ids"].shape[1]:]
         for row, tokens in enumerate(new):
-            finished = bool((tokens == tokenizer.eos_token_id).any())
-            n_tokens = int((tokens != tokenizer.pad_token_id).sum())
-            text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            n_tokens, finished = answer_length(tokens, stops)
+            text = tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True).strip()
             yield idx[row // n], row % n, text, n_tokens, finished
 
 
@@ -101,7 +116,9 @@ def sample_answers_vllm(model_path: str, questions: list[str], settings: Generat
     except ImportError as e:
         raise InputError("behaviour.backend: vllm needs the vllm package (pip install vllm, on a CUDA "
                          "machine); or set behaviour.backend: hf") from e
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from valuedrift.llm.local import stop_token_ids
 
     adapter = Path(model_path) / "adapter_config.json"
     base, lora, rank = model_path, None, 16
@@ -111,13 +128,18 @@ def sample_answers_vllm(model_path: str, questions: list[str], settings: Generat
         spec = json.loads(adapter.read_text())
         base, lora, rank = spec["base_model_name_or_path"], LoRARequest("snapshot", 1, str(model_path)), spec["r"]
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                             add_generation_prompt=True) for q in questions]
+    try:
+        generation_config = GenerationConfig.from_pretrained(base)
+    except OSError:  # no generation_config.json: the tokenizer's end of text is the only stop
+        generation_config = None
+    prompts = render_prompts(tokenizer, questions)
+    # the engine's seed, not a per-request one: a request seed would give every question's j-th
+    # sample the same random stream
     llm = LLM(model=str(base), tokenizer=str(model_path), dtype=settings.dtype, seed=seed,
               enable_lora=lora is not None, max_lora_rank=rank)
     params = SamplingParams(n=settings.samples_per_question, temperature=settings.temperature,
-                            top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=seed,
-                            stop_token_ids=[tokenizer.eos_token_id], skip_special_tokens=True)
+                            top_p=settings.top_p, max_tokens=settings.max_new_tokens,
+                            stop_token_ids=stop_token_ids(generation_config, tokenizer), skip_special_tokens=True)
     for i, request in enumerate(llm.generate(prompts, params, lora_request=lora)):
         for sample, out in enumerate(request.outputs):
             yield i, sample, out.text.strip(), len(out.token_ids), out.finish_reason == "stop"
@@ -127,10 +149,9 @@ def load_for_inference(model_path: str, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from valuedrift.llm.local import torch_dtype
+    from valuedrift.llm.local import prepare_tokenizer, torch_dtype
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tokenizer.padding_side = "left"  # decoder-only batches must be padded on the left
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype))
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer
 

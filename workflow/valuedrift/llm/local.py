@@ -59,6 +59,23 @@ def torch_dtype(name: str):
     return dtype
 
 
+def prepare_tokenizer(tokenizer):
+    """Left padding, and a pad token where the tokenizer has none (Llama 3's, for one): batched
+    generation needs both. The pad token then doubles as end of text, which is never attended."""
+    tokenizer.padding_side = "left"  # the last position is then every row's next token
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def stop_token_ids(generation_config, tokenizer) -> list[int]:
+    """Every id that ends a turn: a model's generation config may list several (Llama 3
+    instruct: end of text, end of message, end of turn) where the tokenizer names one."""
+    declared = getattr(generation_config, "eos_token_id", None)
+    declared = [declared] if isinstance(declared, int) else list(declared or [])
+    return list(dict.fromkeys([tokenizer.eos_token_id, *declared]))
+
+
 class LocalChatModel:
     def __init__(self, settings: LocalSettings):
         import torch
@@ -66,10 +83,7 @@ class LocalChatModel:
 
         self.settings = settings
         self.version = model_version(settings.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
-        self.tokenizer.padding_side = "left"  # the last position is then every row's next token
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(settings.model))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=torch_dtype(settings.dtype))
         self.model = model.to(device).eval()
@@ -140,7 +154,7 @@ class LocalChatModel:
         set_seed(seed)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 \
             else {"do_sample": False}
-        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+        eos = stop_token_ids(self.model.generation_config, self.tokenizer)
         out: list[str] = [""] * len(prompts)
         for idx, enc in self.batches(prompts):
             with torch.inference_mode():
