@@ -62,6 +62,7 @@ def test_default_config_estimate_counts_every_probe_and_snapshot(default_config)
     assert plan.snapshots == (runs + reward_models) * snapshots
     n = count_parameters(miniature_config(c["models"]["tiny"]["miniature"]))
     assert plan.disk_bytes == plan.snapshots * n * 4  # float32 snapshots
+    assert plan.checkpoint_bytes == n * 4 * 3  # fp32 weights and AdamW's two moments
     half = estimate(merge(c, {"storage": {"snapshot_dtype": "bfloat16"}}))
     assert half.disk_bytes == plan.disk_bytes / 2
 
@@ -82,6 +83,8 @@ def test_plan_prints_the_cost_table_of_the_paper_scale_study(root):
     assert rows["generate"][1] == rows["judge"][1] == "1144"
     assert "judge API requests" in out.stdout and "snapshots:" in out.stdout and "device time at the throughput" in out.stdout
     assert "8B parameters read from its name" in out.stdout
+    # the 8B models' ZeRO-3 checkpoints: 16-bit weights, fp32 master weights and moments
+    assert "resume checkpoints: up to 112.0 GB per training job" in out.stdout
 
 
 def test_plan_without_a_costs_file_says_how_to_make_one(root, tmp_path):

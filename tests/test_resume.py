@@ -47,6 +47,7 @@ def test_sigterm_checkpoints_and_a_restart_resumes(setup, tmp_path):
     total = ROWS * 4  # rows x epochs, one row per step
     assert 0 < stopped_at < total
     assert not (run_dir / "snapshots").exists(), "a half phase publishes nothing"
+    assert_plan_sizes_the_checkpoint(setup, checkpoints[0])
 
     second = subprocess.run(command(setup, run_dir), capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -76,3 +77,17 @@ def test_changed_settings_start_afresh(setup, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "starting this phase afresh" in out.stderr
     assert (run_dir / "snapshots" / str(K) / "meta.json").exists()
+
+
+def assert_plan_sizes_the_checkpoint(setup, checkpoint):
+    """`valuedrift plan`'s working-space figure is what the Trainer writes: weights and two moments."""
+    from transformers import AutoConfig
+
+    from valuedrift.plan import checkpoint_bytes, count_parameters
+
+    n = count_parameters(AutoConfig.from_pretrained(setup / "base"))
+    estimate = checkpoint_bytes({"deepspeed": None, "models": {"tiny": {"miniature": {}}}}, "tiny", n, lora=False)
+    weights_and_moments = sum((checkpoint / name).stat().st_size for name in ("model.safetensors", "optimizer.pt"))
+    assert abs(weights_and_moments - estimate) < 0.05 * estimate
+    whole = sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
+    assert whole < 1.5 * estimate  # the rest (tokenizer, scheduler, random states) is small beside them

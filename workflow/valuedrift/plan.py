@@ -9,7 +9,7 @@ a model of N parameters. Device time is that work over the throughput the benchm
 one device (`--costs`, a file written by `benchmarks/*.py --save-costs`): GPU hours when the costs
 were measured on one GPU. Scaling by FLOPs holds for models big enough to keep the device busy;
 models as small as the miniature one spend their time on overheads instead. Disk is the snapshots'
-weights in their stored dtype.
+weights in their stored dtype, and the working space of the largest resume checkpoint.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class Plan:
     stages: dict[str, Stage]
     disk_bytes: float = 0.0
     snapshots: int = 0
+    checkpoint_bytes: float = 0.0  # the largest resume checkpoint one training job holds
     notes: list[str] = field(default_factory=list)
 
 
@@ -220,6 +221,17 @@ def snapshot_bytes(config: dict, model: str, params: float) -> float:
     return params * BYTES[dtype]
 
 
+def checkpoint_bytes(config: dict, model: str, trainable: float, lora: bool) -> float:
+    """A resume checkpoint: the trained weights and AdamW's two moments. DeepSpeed writes 16-bit
+    weights plus fp32 master weights and moments (2 + 12 bytes per parameter); the plain Trainer
+    keeps all three in the training dtype: fp32 for a miniature model and for LoRA adapters, the
+    stored dtype (bf16) for a full hub model, which transformers loads as stored."""
+    if config["deepspeed"]:
+        return trainable * (2 + 12)
+    fp32 = lora or "miniature" in config["models"][model]
+    return trainable * 3 * (4 if fp32 else 2)
+
+
 def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
     """One training phase (an SFT, preference or reward-model run): its work and its snapshots."""
     from valuedrift import grid
@@ -241,10 +253,12 @@ def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
         rows = dataset_rows("preference", pref_data, config["preference_datasets"][pref_data], plan.notes)
     if rows is not None:
         add(stage, *phase_work(algorithm, settings, rows, n, train_gpus(config, model), algorithm != "reward"))
-    lora = config["lora"] and algorithm not in ("sft", "reward") and ALGORITHMS[algorithm].lora
+    lora = bool(config["lora"]) and algorithm not in ("sft", "reward") and ALGORITHMS[algorithm].lora
     params = lora_parameters(n, config["models"][model], config["lora"], plan.notes) if lora else n
     plan.disk_bytes += snapshots * snapshot_bytes(config, model, params)
     plan.snapshots += snapshots
+    if ALGORITHMS[algorithm].resumable:  # PPO cannot resume, so it writes no checkpoint
+        plan.checkpoint_bytes = max(plan.checkpoint_bytes, checkpoint_bytes(config, model, params, lora))
 
 
 def add_probes(plan: Plan, config: dict, n: float, judge_n: float | None) -> None:
@@ -341,6 +355,10 @@ def render(plan: Plan, counts: dict[str, int], costs: dict, config: dict, title:
               "  deleted as soon as every job that reads them is done (storage.keep_snapshots: false)"
               if not storage["keep_snapshots"] else
               "  all kept (storage.keep_snapshots: true); false deletes each once its probes are done"]
+    if plan.checkpoint_bytes:
+        lines += [f"resume checkpoints: up to {human(plan.checkpoint_bytes, 'B')} per training job while it runs "
+                  "(weights and optimizer state; twice that while a new one replaces the last), deleted when "
+                  "its phase ends"]
     if plan.notes:
         lines += ["", "notes:"] + [f"  - {note}" for note in dict.fromkeys(plan.notes)]
     return "\n".join(lines)
