@@ -356,9 +356,9 @@ def render(plan: Plan, counts: dict[str, int], costs: dict, config: dict, title:
               if not storage["keep_snapshots"] else
               "  all kept (storage.keep_snapshots: true); false deletes each once its probes are done"]
     if plan.checkpoint_bytes:
-        lines += [f"resume checkpoints: up to {human(plan.checkpoint_bytes, 'B')} per training job while it runs "
-                  "(weights and optimizer state; twice that while a new one replaces the last), deleted when "
-                  "its phase ends"]
+        lines += [f"resume checkpoints: up to {human(plan.checkpoint_bytes, 'B')} per training job while it runs",
+                  "  weights and optimizer state, twice that while a new one replaces the last; deleted when the "
+                  "phase ends"]
     if plan.notes:
         lines += ["", "notes:"] + [f"  - {note}" for note in dict.fromkeys(plan.notes)]
     return "\n".join(lines)
