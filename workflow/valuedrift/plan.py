@@ -213,23 +213,24 @@ def train_gpus(config: dict, model: str) -> int:
     return {**config["resources"]["train"], **config["models"][model].get("resources", {}).get("train", {})}["gpu"]
 
 
+def trained_dtype(config: dict, model: str) -> str:
+    """fp32 for a miniature model; a hub checkpoint's stored bf16, which transformers loads as stored."""
+    return "float32" if "miniature" in config["models"][model] else "bfloat16"
+
+
 def snapshot_bytes(config: dict, model: str, params: float) -> float:
-    """auto stores snapshots as trained: fp32 for a miniature model, bf16 for hub checkpoints."""
+    """auto stores snapshots as trained."""
     dtype = config["storage"]["snapshot_dtype"]
-    if dtype == "auto":
-        dtype = "float32" if "miniature" in config["models"][model] else "bfloat16"
-    return params * BYTES[dtype]
+    return params * BYTES[trained_dtype(config, model) if dtype == "auto" else dtype]
 
 
 def checkpoint_bytes(config: dict, model: str, trainable: float, lora: bool) -> float:
     """A resume checkpoint: the trained weights and AdamW's two moments. DeepSpeed writes 16-bit
     weights plus fp32 master weights and moments (2 + 12 bytes per parameter); the plain Trainer
-    keeps all three in the training dtype: fp32 for a miniature model and for LoRA adapters, the
-    stored dtype (bf16) for a full hub model, which transformers loads as stored."""
+    keeps all three in the training dtype, which is fp32 for LoRA adapters (peft makes them so)."""
     if config["deepspeed"]:
         return trainable * (2 + 12)
-    fp32 = lora or "miniature" in config["models"][model]
-    return trainable * 3 * (4 if fp32 else 2)
+    return trainable * 3 * BYTES["float32" if lora else trained_dtype(config, model)]
 
 
 def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
