@@ -2,6 +2,7 @@
 checkpoint, keeps its snapshots, ends at the same final step, and never publishes a half phase."""
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -21,9 +22,10 @@ def setup(tiny):
     return tiny
 
 
-def command(setup, run_dir):
-    return ["valuedrift", "train", "--algorithm", "sft", "--model", str(setup / "base"), "--data",
-            str(setup / "sft.jsonl"), "--run-dir", str(run_dir), "--snapshots", str(K), "--settings", json.dumps(SETTINGS)]
+def command(setup, run_dir, model=None, data=None):
+    return ["valuedrift", "train", "--algorithm", "sft", "--model", str(model or setup / "base"), "--data",
+            str(data or setup / "sft.jsonl"), "--run-dir", str(run_dir), "--snapshots", str(K),
+            "--settings", json.dumps(SETTINGS)]
 
 
 def wait_for(path, process, timeout=300):
@@ -91,3 +93,68 @@ def assert_plan_sizes_the_checkpoint(setup, checkpoint):
     assert abs(weights_and_moments - estimate) < 0.05 * estimate
     whole = sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
     assert whole < 1.5 * estimate  # the rest (tokenizer, scheduler, random states) is small beside them
+
+
+def interrupt(cmd, run_dir):
+    """Start a phase, SIGTERM it once snapshot 1 is written; return its checkpoint."""
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(run_dir / ".train" / "snapshots" / "1" / "meta.json", process)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == EXIT_PREEMPTED, out
+    (checkpoint,) = (run_dir / ".train" / "checkpoints").glob("checkpoint-*")
+    return checkpoint
+
+
+@pytest.fixture
+def own_inputs(setup, tmp_path):
+    """A start model and a data file of this test's own, to change between the two attempts."""
+    model, data = tmp_path / "start", tmp_path / "sft.jsonl"
+    shutil.copytree(setup / "base", model)
+    shutil.copy(setup / "sft.jsonl", data)
+    return model, data
+
+
+def test_a_start_model_changed_in_place_starts_the_phase_afresh(setup, own_inputs, tmp_path):
+    """An upstream phase retrained with other settings writes new weights to the same path: the
+    interrupted phase must not resume work that began from the old ones."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model, data = own_inputs
+    run_dir = tmp_path / "run"
+    interrupt(command(setup, run_dir, model, data), run_dir)
+    weights = {name: t + 0.01 for name, t in load_file(model / "model.safetensors").items()}
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    out = subprocess.run(command(setup, run_dir, model, data), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "inputs differ; starting this phase afresh" in out.stderr
+    k0 = load_file(run_dir / "snapshots" / "0" / "model.safetensors")
+    assert all(torch.equal(k0[name], weights[name]) for name in weights), "k=0 is the new start model"
+
+
+def test_a_data_file_swapped_at_the_same_path_starts_the_phase_afresh(setup, own_inputs, tmp_path):
+    model, data = own_inputs
+    run_dir = tmp_path / "run"
+    interrupt(command(setup, run_dir, model, data), run_dir)
+    rows = data.read_text().splitlines()
+    data.write_text("\n".join(reversed(rows)) + "\n")  # same rows, same size, another order
+    out = subprocess.run(command(setup, run_dir, model, data), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "inputs differ; starting this phase afresh" in out.stderr
+
+
+def test_a_checkpoint_killed_mid_save_is_skipped(setup, tmp_path):
+    """A checkpoint folder without its trainer_state.json (the process died while writing it) is
+    removed with a warning, and the phase resumes from the last complete one."""
+    run_dir = tmp_path / "run"
+    checkpoint = interrupt(command(setup, run_dir), run_dir)
+    step = int(checkpoint.name.split("-")[1])
+    half = checkpoint.parent / f"checkpoint-{step + 3}"
+    shutil.copytree(checkpoint, half)
+    (half / "trainer_state.json").unlink()
+    out = subprocess.run(command(setup, run_dir), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"checkpoint-{step + 3} is incomplete" in out.stderr
+    assert f"resuming from the last checkpoint (checkpoint-{step})" in out.stderr
+    assert (run_dir / "snapshots" / str(K) / "meta.json").exists()

@@ -118,8 +118,10 @@ def sample_answers_vllm(model_path: str, questions: list[str], settings: Generat
                          "machine); or set behaviour.backend: hf") from e
     from transformers import AutoTokenizer, GenerationConfig
 
+    from valuedrift.checksums import verify_snapshot
     from valuedrift.llm.local import stop_token_ids
 
+    verify_snapshot(model_path)
     adapter = Path(model_path) / "adapter_config.json"
     base, lora, rank = model_path, None, 16
     if adapter.is_file():
@@ -146,11 +148,15 @@ def sample_answers_vllm(model_path: str, questions: list[str], settings: Generat
 
 
 def load_for_inference(model_path: str, dtype: str = "auto"):
+    """A snapshot (or hub model) ready to probe; a snapshot whose files changed since training is
+    refused (valuedrift.checksums)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from valuedrift.checksums import verify_snapshot
     from valuedrift.llm.local import prepare_tokenizer, torch_dtype
 
+    verify_snapshot(model_path)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype))
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer

@@ -4,6 +4,8 @@ Snapshot k (k = 0..K) is the model after round(k/K × total steps) optimizer ste
 starting model. Positions depend only on K and the phase length, so every algorithm's trajectory
 lines up. Each snapshot is saved to a temporary folder and renamed into place with `meta.json`
 written last: a folder with a `meta.json` is complete, anything else is ignored and rewritten.
+`meta.json` also records the sha256 of every file of the snapshot (`valuedrift.checksums`), which
+the probes check when they load it.
 Snapshots may be stored in a narrower dtype than training uses (bfloat16 halves fp32's disk).
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from valuedrift.checksums import folder_checksums
 from valuedrift.io import InputError, write_json
 
 
@@ -91,7 +94,7 @@ class SnapshotCallback(TrainerCallback):
                 cast_weights(tmp, self.dtype)
             write_json(tmp / "meta.json", {
                 **self.meta, "k": k, "step": state.global_step, "total_steps": state.max_steps,
-                "fraction": state.global_step / state.max_steps,
+                "fraction": state.global_step / state.max_steps, "checksums": folder_checksums(tmp),
             })
             if target.exists():
                 shutil.rmtree(target)

@@ -30,6 +30,7 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from valuedrift.checksums import folder_checksums
     from valuedrift.io import atomic_dir, write_json
 
     folder = Path(args.run_dir) / "snapshots"
@@ -37,7 +38,7 @@ def main(args: argparse.Namespace) -> None:
         AutoTokenizer.from_pretrained(args.model).save_pretrained(tmp)
         AutoModelForCausalLM.from_pretrained(args.model, dtype=args.snapshot_dtype).save_pretrained(tmp)
         write_json(tmp / "meta.json", {"k": 0, "step": 0, "total_steps": 0, "fraction": 0.0,
-                                       "start": args.model, "skipped": True})
+                                       "start": args.model, "skipped": True, "checksums": folder_checksums(tmp)})
     for k in range(1, args.snapshots + 1):
         link = folder / str(k)
         if link.is_symlink():

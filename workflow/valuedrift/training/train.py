@@ -55,22 +55,49 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 
 
 def settings_hash(args: argparse.Namespace) -> str:
-    """Identifies everything that changes the trained weights; a resume needs the same hash."""
-    key = json.dumps([args.algorithm, args.model, args.data, args.snapshots, json.loads(args.settings), args.seed,
-                      args.reward_model, args.judge_reward, json.loads(args.lora), args.snapshot_dtype], sort_keys=True)
+    """Identifies everything that changes the trained weights; a resume needs the same hash. The
+    start model, data, reward model and judge count by their contents, not their paths: an
+    upstream phase retrained with other settings, or a data file swapped at the same path, makes
+    an interrupted phase start afresh."""
+    from valuedrift.checksums import content_id
+
+    inputs = [content_id(p) for p in (args.model, args.data, args.reward_model, args.judge_model)]
+    key = json.dumps([args.algorithm, inputs, args.snapshots, json.loads(args.settings), args.seed,
+                      args.judge_reward, json.loads(args.lora), args.snapshot_dtype], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def prepare_work_dir(work: Path, config_hash: str, resumable: bool) -> bool:
-    """Returns True when `work` holds a resumable checkpoint of the same settings."""
+def is_complete_checkpoint(folder: Path) -> bool:
+    """The Trainer writes trainer_state.json last; a folder killed mid-save lacks it, or holds a
+    truncated one, or one of another step."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return f"checkpoint-{state.get('global_step')}" == folder.name
+
+
+def last_complete_checkpoint(work: Path) -> Path | None:
+    """The newest complete resume checkpoint; incomplete ones are removed, saying so."""
+    found = sorted((work / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [p for p in found if is_complete_checkpoint(p)]
+    for folder in found:
+        if folder not in complete:
+            log.warning("%s is incomplete (killed while it was being written): removed; %s", folder,
+                        f"resuming from {complete[-1].name}" if complete else "no complete checkpoint is left")
+            shutil.rmtree(folder)
+    return complete[-1] if complete else None
+
+
+def prepare_work_dir(work: Path, config_hash: str, resumable: bool) -> None:
+    """Keep `work` only if it holds an interrupted run of the same settings and inputs; stamp it."""
     stamp = work / "settings_hash"
     if stamp.exists() and (stamp.read_text().strip() != config_hash or not resumable):
         log.warning("an interrupted run is here but %s; starting this phase afresh",
-                    "its settings differ" if resumable else "this algorithm cannot resume")
+                    "its settings or inputs differ" if resumable else "this algorithm cannot resume")
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(config_hash)
-    return any((work / "checkpoints").glob("checkpoint-*"))
 
 
 def publish_snapshots(work: Path, run_dir: Path, num_snapshots: int) -> None:
@@ -183,7 +210,6 @@ def main(args: argparse.Namespace) -> None:
     algo = spec(args.algorithm)
     run_dir = Path(args.run_dir)
     work = run_dir / ".train"
-    config_hash = settings_hash(args)
     # resume checkpoints are written at every snapshot (see SnapshotCallback); keep only the last
     settings = {"save_total_limit": 1, **json.loads(args.settings)}
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
@@ -193,8 +219,14 @@ def main(args: argparse.Namespace) -> None:
     config = make_config(args.algorithm, settings, work / "checkpoints", args.seed)
     # the main process cleans up or stamps the work folder before the others look at it (not
     # config.main_process_first: PPOConfig shadows TrainingArguments.world_size with a field)
-    with PartialState().main_process_first():
-        resume = prepare_work_dir(work, config_hash, algo.resumable)
+    state = PartialState()
+    # hashing the inputs' contents once is enough: only the main process stamps the work folder
+    # and writes snapshots
+    config_hash = settings_hash(args) if state.is_main_process else None
+    with state.main_process_first():
+        if state.is_main_process:
+            prepare_work_dir(work, config_hash, algo.resumable)
+        resume = last_complete_checkpoint(work)
 
     models = load_models(args)
     dataset = load_training_data(algo.data, args.data, models.tokenizer)
@@ -210,9 +242,9 @@ def main(args: argparse.Namespace) -> None:
     snapshots.trainer = trainer
     check_rows_kept(trainer, len(dataset), settings)
     log.info("%s on %s: %d rows, %s", args.algorithm, args.data, len(dataset),
-             "resuming from the last checkpoint" if resume else "starting")
+             f"resuming from the last checkpoint ({resume.name})" if resume else "starting")
     if resume:
-        trainer.train(resume_from_checkpoint=True)
+        trainer.train(resume_from_checkpoint=str(resume))
     else:
         trainer.train()  # PPO's train() takes no arguments
     if preemption.requested:
