@@ -4,12 +4,14 @@ POST /v1/chat/completions answers deterministically. A judge request (max_tokens
 gets first-token log-probabilities chosen by keywords in the text after "ANSWER:" (a favouring
 answer makes "support" likely, and so on), cut to the requested `top_logprobs`; any other request
 gets a reply that quotes its last message. The server records every request, counts how many were
-in flight at once (each takes ~50 ms so overlap shows), and fails the next ones on demand.
+in flight at once (each takes ~50 ms so overlap shows), and fails the next ones on demand, with an
+HTTP error status (`fail_next`) or with a malformed reply (`malform_next`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -25,6 +27,11 @@ LOGPROBS = {
 SUPPORT_WORDS = ("favour", "favor", "yes", "agree")
 OPPOSE_WORDS = ("against", "no,", "disagree", "reject")
 DELAY = 0.05
+SLOW = 1.0  # seconds a "slow" reply takes: longer than any timeout a test sets
+# the malformed replies `malform_next` can send, as broken servers and proxies send them; "-inf:LABEL"
+# (e.g. "-inf:support") gives the tokens that spell LABEL logprob -Infinity
+MALFORMED = ("nan", "-inf", "html", "html_as_json", "no_choices", "no_logprobs", "null_top_logprobs", "slow")
+HTML = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in.</body></html>"
 
 
 def stance_of(content: str) -> str:
@@ -56,12 +63,25 @@ def entry(token: str, logprob: float) -> dict:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
+def spoiled(top: list[tuple[str, float]], kind: str | None) -> list[tuple[str, float]]:
+    """The alternatives with non-finite logprobs, which json writes as NaN and -Infinity."""
+    if kind == "nan":  # the most likely token: its NaN also becomes the chosen token's logprob
+        return [(top[0][0], math.nan)] + top[1:]
+    if kind == "-inf":
+        return [(token, -math.inf) for token, _ in top]
+    if kind and kind.startswith("-inf:"):
+        label = kind.removeprefix("-inf:")
+        return [(token, -math.inf if token.strip().lower() == label else lp) for token, lp in top]
+    return top
+
+
 class ChatServer:
     def __init__(self):
-        self.requests: list[dict] = []    # {"body", "authorization", "status"} per request seen
+        self.requests: list[dict] = []    # {"body", "authorization", "status", "malformed"} per request
         self.in_flight = 0
         self.max_in_flight = 0
         self._failures: deque[int] = deque()
+        self._malformed: deque[str] = deque()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -76,11 +96,19 @@ class ChatServer:
         with self._lock:
             self._failures.extend(statuses)
 
+    def malform_next(self, *kinds: str) -> None:
+        """The next successful requests get these malformed replies (names in MALFORMED) with status 200."""
+        unknown = [k for k in kinds if k not in MALFORMED and not k.startswith("-inf:")]
+        assert not unknown, f"unknown malformed replies {unknown}; known: {MALFORMED}"
+        with self._lock:
+            self._malformed.extend(kinds)
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
             self.max_in_flight = 0
             self._failures.clear()
+            self._malformed.clear()
 
     def __enter__(self) -> "ChatServer":
         self._thread.start()
@@ -90,19 +118,23 @@ class ChatServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def answer(self, body: dict) -> dict:
+    def answer(self, body: dict, malformed: str | None = None) -> dict:
         n = len(self.requests)
         if body.get("logprobs") and body.get("max_tokens") == 1:
             top = LOGPROBS[stance_of(body["messages"][-1]["content"])][:body.get("top_logprobs") or 1]
+            top = spoiled(top, malformed)
             content = top[0][0]
             logprobs = {"content": [{**entry(*top[0]), "top_logprobs": [entry(*t) for t in top]}]}
+            if malformed == "null_top_logprobs":
+                logprobs["content"][0]["top_logprobs"] = None
             finish = "length"
         else:
             content, logprobs, finish = reply_text(body["messages"]), None, "stop"
+        choices = [{"index": 0, "message": {"role": "assistant", "content": content},
+                    "logprobs": None if malformed == "no_logprobs" else logprobs, "finish_reason": finish}]
         return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                 "model": body["model"], "system_fingerprint": "loopback",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "logprobs": logprobs, "finish_reason": finish}],
+                "choices": [] if malformed == "no_choices" else choices,
                 "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}
 
     def _handler(self):
@@ -115,9 +147,11 @@ class ChatServer:
                 pass
 
             def send(self, status: int, payload: dict, headers: dict | None = None):
-                data = json.dumps(payload).encode("utf-8")
+                self.send_bytes(status, json.dumps(payload).encode("utf-8"), "application/json", headers)
+
+            def send_bytes(self, status: int, data: bytes, content_type: str, headers: dict | None = None):
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -130,20 +164,26 @@ class ChatServer:
                     return self.send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                 with server._lock:
                     status = server._failures.popleft() if server._failures else 200
+                    malformed = server._malformed.popleft() if status == 200 and server._malformed else None
                     server.requests.append({"body": body, "authorization": self.headers.get("Authorization"),
-                                            "status": status})
+                                            "status": status, "malformed": malformed})
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    time.sleep(DELAY)
+                    time.sleep(SLOW if malformed == "slow" else DELAY)
                     if status != 200:
                         kind = "rate_limit_error" if status == 429 else "server_error"
                         # a short server-directed delay keeps the client's backoff fast in tests
                         return self.send(status, {"error": {"message": f"injected {status}", "type": kind}},
                                          {"retry-after-ms": "10"})
+                    if malformed in ("html", "html_as_json"):  # a login page or proxy in the API's place
+                        content_type = "text/html; charset=utf-8" if malformed == "html" else "application/json"
+                        return self.send_bytes(200, HTML, content_type)
                     with server._lock:
-                        payload = server.answer(body)
+                        payload = server.answer(body, malformed)
                     self.send(200, payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout test)
                 finally:
                     with server._lock:
                         server.in_flight -= 1

@@ -94,12 +94,15 @@ def test_api_retries_rate_limits_and_server_errors(api_judge, server):
 
 
 def test_api_gives_up_after_max_retries(api_judge, server):
-    import openai
+    from valuedrift.llm.api import ApiError
 
     server.fail_next(429, 429, 429)
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(ApiError, match="HTTP 429 after 3 attempt.*lower concurrency"):
         api_judge(concurrency=1, max_retries=2).predict_proba([QUESTION], [ANSWERS["oppose"]])
     assert len(server.requests) == 3
+    server.fail_next(404)
+    with pytest.raises(ApiError, match="HTTP 404 .* check model and base_url"):
+        api_judge(concurrency=1, max_retries=0).predict_proba([QUESTION], [ANSWERS["support"]])
 
 
 def test_api_concurrency_is_bounded_and_order_kept(api_judge, server):

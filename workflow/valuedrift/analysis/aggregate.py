@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,34 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--distributions", required=True, help="per-topic table to write (.parquet; a .csv beside it)")
     bootstrap_arguments(parser)
     return parser
+
+
+def read_stances(path: str) -> "pd.DataFrame":
+    """One stances file; a missing or non-numeric probability is an error naming its line, since
+    the mean in `by_question` would skip it and quietly average the other answers."""
+    import numpy as np
+    import pandas as pd
+
+    from valuedrift import STANCES
+    from valuedrift.io import DataError
+
+    frame = pd.read_json(path, lines=True)
+    for column in [f"p_{s}" for s in STANCES]:
+        values = pd.to_numeric(frame[column], errors="coerce") if column in frame else pd.Series(np.nan, frame.index)
+        bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
+        if bad.any():
+            lineno, row = raw_row(path, int(np.argmax(bad)))
+            value = json.dumps(row[column]) if column in row else "missing"
+            raise DataError(f"{path}:{lineno}: {column} is {value}, not a finite number — judge this snapshot again")
+    return frame
+
+
+def raw_row(path: str, index: int) -> tuple[int, dict]:
+    """The 1-based line and the JSON object of the 0-based row `index` (pandas skips blank lines)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
+    lineno, line = lines[index]
+    return lineno, json.loads(line)
 
 
 def by_question(frames) -> "pd.DataFrame":
@@ -78,9 +107,7 @@ def write_table(df, path: str) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    frames = [pd.read_json(path, lines=True) for path in args.stances]
+    frames = [read_stances(path) for path in args.stances]
     tidy = by_question(frames)
     write_table(tidy, args.by_question)
     dist = distributions(tidy, args.bootstrap_samples, args.confidence, args.seed)

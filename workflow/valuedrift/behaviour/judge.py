@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 # generation fields the stance table does not need; everything else (run tags, snapshot
 # position, versions) is carried over
 DROPPED = ("question", "answer", "generation")
+# a float32 softmax sums to 1 within about 1e-7; more than this is a broken judge, not rounding
+TOLERANCE = 1e-6
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -35,8 +37,35 @@ def main(args: argparse.Namespace) -> None:
     rows = read_jsonl(args.generations, required=("question", "answer"))
     judge = judge_from_args(args)
     probs = judge.predict_proba([r["question"] for r in rows], [r["answer"] for r in rows]) if rows else []
+    check_probabilities(probs, rows, judge, args.generations)
     out = ({**{k: v for k, v in r.items() if k not in DROPPED}, "judge": judge.name,
             "judge_version": judge.version, **{f"p_{s}": float(p[i]) for i, s in enumerate(STANCES)}}
            for r, p in zip(rows, probs))
     n = write_jsonl(args.output, out)
     log.info("judged %d answers with %s (version %s)", n, judge.name, judge.version)
+
+
+def check_probabilities(probs, rows: list[dict], judge, path: str) -> None:
+    """Refuse, before anything is written, what is no distribution over the stances: a NaN row
+    written here would be skipped by every mean downstream without a word."""
+    import numpy as np
+
+    from valuedrift import STANCES
+    from valuedrift.io import InputError
+
+    if not rows:
+        return
+    who = f"judge {judge.name!r} (version {judge.version})"
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(rows), len(STANCES)):
+        raise InputError(f"{who} returned probabilities of shape {probs.shape} for the {len(rows)} answers of "
+                         f"{path}, not ({len(rows)}, {len(STANCES)}) — the judge is broken; nothing was written")
+    with np.errstate(invalid="ignore"):  # NaN compares False, which marks its row bad
+        good = (np.isfinite(probs).all(axis=1) & (probs >= -TOLERANCE).all(axis=1)
+                & (probs <= 1 + TOLERANCE).all(axis=1) & (np.abs(probs.sum(axis=1) - 1) <= TOLERANCE))
+    if not good.all():
+        i = int(np.argmin(good))
+        qid = f" (question_id {rows[i]['question_id']})" if "question_id" in rows[i] else ""
+        raise InputError(f"{path}: row {i + 1}{qid}: {who} gave p({', '.join(STANCES)}) = "
+                         f"{[float(p) for p in probs[i]]}, not a distribution (finite, within [0, 1], summing "
+                         f"to 1) — check the judge's model and settings; nothing was written")

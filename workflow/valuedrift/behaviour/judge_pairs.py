@@ -43,6 +43,7 @@ def is_value_laden(row: dict, pattern: re.Pattern) -> bool:
 
 def main(args: argparse.Namespace) -> None:
     from valuedrift import STANCES
+    from valuedrift.behaviour.judge import check_probabilities
     from valuedrift.behaviour.judges import judge_from_args
     from valuedrift.io import read_jsonl, write_jsonl
 
@@ -54,6 +55,8 @@ def main(args: argparse.Namespace) -> None:
     questions = [r["prompt"][-1]["content"] for _, r in laden]
     probs = {side: judge.predict_proba(questions, [r[side][-1]["content"] for _, r in laden]) if laden else []
              for side in ("chosen", "rejected")}
+    for side in probs:
+        check_probabilities(probs[side], [r for _, r in laden], judge, f"{args.pairs} ({side} answers)")
     out = [{"pair": i, "group": r.get("question_id", questions[j]), "n_pairs": len(rows),
             "judge": judge.name, "judge_version": judge.version,
             **{f"{side}_p_{s}": float(probs[side][j][c]) for side in probs for c, s in enumerate(STANCES)}}
