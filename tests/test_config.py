@@ -1,7 +1,9 @@
 """Config validation: every mistake stops the run with a message naming the key."""
 
 import copy
+import dataclasses
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,11 @@ def test_default_config_is_valid():
 def test_shipped_configs_are_valid():
     from valuedrift.config import merge
 
-    for path in [ROOT / "tests" / "config-ci.yaml", *sorted((ROOT / "workflow" / "experiments").glob("*.yaml"))]:
+    ci = merge(DEFAULT, yaml.safe_load((ROOT / "tests" / "config-ci.yaml").read_text()))
+    validate_config(copy.deepcopy(ci))
+    # the SLURM test config goes over config.yaml and config-ci.yaml
+    validate_config(merge(ci, yaml.safe_load((ROOT / "tests" / "config-slurm.yaml").read_text())))
+    for path in sorted((ROOT / "workflow" / "experiments").glob("*.yaml")):
         validate_config(merge(DEFAULT, yaml.safe_load(path.read_text())))
 
 
@@ -209,3 +215,181 @@ def test_internals_study_dry_run_skips_sft_and_probes_every_run(root):
     # 3 instruct models x 6 algorithms on UltraFeedback, no SFT phase
     assert "skip_sft                       3" in out.stdout and "train_sft" not in out.stdout
     assert "probe_representations         18" in out.stdout and "train_preference              18" in out.stdout
+
+
+def test_judge_and_model_entries_take_only_their_settings():
+    msg = problem(broken(lambda c: c["judges"]["stance_classifier"].update(temperature=0.3)))
+    assert "judges.stance_classifier" in msg and "'temperature'" in msg and "features" in msg
+    msg = problem(broken(lambda c: c.update(value_gap_builder={
+        "questions": "miniature", "generator": {"kind": "local_llm", "model": "Qwen/Qwen3-8B", "batchsize": 8}})))
+    assert "value_gap_builder.generator" in msg and "'batchsize'" in msg and "batch_size" in msg
+    msg = problem(broken(lambda c: c["representation"]["probe"].update(nboot=10)))
+    assert "representation.probe" in msg and "'nboot'" in msg and "n_boot" in msg
+
+
+def test_closed_entries_list_exactly_their_dataclass_fields():
+    """Each closed entry of the schema becomes a settings dataclass: the two must not drift apart."""
+    from valuedrift.behaviour.judges import JUDGES
+    from valuedrift.behaviour.judges.stance_classifier import ClassifierSettings
+    from valuedrift.config import load_schema
+    from valuedrift.data.hub import HubSource
+    from valuedrift.data.value_gap import BuilderSettings
+    from valuedrift.data.vprism import VPrismSettings
+    from valuedrift.llm.api import ApiSettings
+    from valuedrift.llm.local import LocalSettings
+    from valuedrift.representation.hidden import HiddenSettings
+    from valuedrift.representation.probes import ProbeSettings
+
+    schema = load_schema()
+    defs, top = schema["$defs"], schema["properties"]
+    entries = [
+        (defs["stance_classifier"], ClassifierSettings, {"kind"}),
+        (defs["local_llm"], LocalSettings, {"kind"}),
+        (defs["openai_api"], ApiSettings, {"kind"}),
+        (defs["hub_source"], HubSource, set()),
+        (top["value_gap_builder"], BuilderSettings, {"generator", "questions"}),
+        (top["eval_prompts"]["properties"]["vprism"], VPrismSettings, set()),
+        (top["representation"]["properties"]["hidden"], HiddenSettings, set()),
+        (top["representation"]["properties"]["probe"], ProbeSettings, set()),
+    ]
+    for entry, cls, extra in entries:
+        assert entry["additionalProperties"] is False, cls.__name__
+        assert set(entry["properties"]) == {f.name for f in dataclasses.fields(cls)} | extra, cls.__name__
+    # every kind of judge has its closed entry
+    branches = top["judges"]["additionalProperties"]["allOf"]
+    kinds = {b["if"]["properties"]["kind"]["const"]: b["then"]["$ref"].split("/")[-1] for b in branches}
+    assert set(kinds) == set(JUDGES) and all(defs[d]["properties"]["kind"]["const"] == k for k, d in kinds.items())
+
+
+def test_a_secret_is_refused_and_never_shown():
+    msg = problem(broken(lambda c: c["judges"].update(
+        gpt4o={"kind": "openai_api", "model": "gpt-4o", "api_key": "sk-test-123"})))
+    assert "judges.gpt4o.api_key" in msg and "environment variable" in msg and "api_key_env" in msg
+    assert "sk-test-123" not in msg
+    # in a generator, and with the entry's kind misspelt as well
+    msg = problem(broken(lambda c: c.update(value_gap_builder={
+        "questions": "miniature", "generator": {"kind": "openai", "model": "gpt-4o", "token": "sk-test-456"}})))
+    assert "value_gap_builder.generator.token" in msg and "sk-test-456" not in msg
+
+
+def test_api_key_env_must_name_a_variable_and_is_never_shown():
+    msg = problem(broken(lambda c: c["judges"].update(
+        gpt4o={"kind": "openai_api", "model": "gpt-4o", "api_key_env": "sk-test-123"})))
+    assert "judges.gpt4o.api_key_env" in msg and "environment variable" in msg and "sk-test-123" not in msg
+    msg = problem(broken(lambda c: c["judges"].update(
+        gpt4o={"kind": "openai_api", "model": "gpt-4o", "api_key_env": 918273645})))
+    assert "judges.gpt4o.api_key_env" in msg and "918273645" not in msg
+
+
+def test_integers_must_be_integers():
+    msg = problem(broken(lambda c: c.update(snapshots_per_phase=2.0)))
+    assert "config key snapshots_per_phase" in msg and "2.0" in msg
+    # what `snakemake --config seed=1e3` passes
+    msg = problem(broken(lambda c: c.update(seed=1000.0)))
+    assert "config key seed" in msg and "1000" in msg
+
+
+def test_trainer_strings_become_the_fields_type():
+    def edit(c):  # as `snakemake --config 'algorithms={dpo: {beta: "0.5"}}'` passes them
+        c["algorithms"]["dpo"]["beta"] = "0.5"
+        c["lora"] = {"r": "16"}
+    config = broken(edit)
+    validate_config(config)
+    assert config["algorithms"]["dpo"]["beta"] == 0.5 and isinstance(config["algorithms"]["dpo"]["beta"], float)
+    assert config["lora"]["r"] == 16 and isinstance(config["lora"]["r"], int)
+
+
+def test_a_trainer_value_of_the_wrong_type_is_named():
+    msg = problem(broken(lambda c: c["algorithms"]["dpo"].update(beta="high")))
+    assert "algorithms.dpo.beta" in msg and "'high'" in msg and "DPOConfig" in msg
+    msg = problem(broken(lambda c: c["sft"].update(max_length=128.5)))
+    assert "sft.max_length" in msg and "SFTConfig" in msg
+
+
+def test_an_unknown_trainer_field_names_the_trl_class():
+    msg = problem(broken(lambda c: c["algorithms"]["dpo"].update(betta=0.1)))
+    assert "algorithms.dpo.betta" in msg and "TRL's DPOConfig" in msg and "beta" in msg
+    msg = problem(broken(lambda c: c["models"]["tiny"]["miniature"]["pretrain"].update(epochs=1)))
+    assert "models.tiny.miniature.pretrain.epochs" in msg and "SFTConfig" in msg
+    msg = problem(broken(lambda c: c["reward_model"].update(learnin_rate=1e-4)))
+    assert "reward_model.learnin_rate" in msg and "RewardConfig" in msg
+
+
+def test_lora_settings_are_checked_against_peft():
+    msg = problem(broken(lambda c: c.update(lora={"r": "big"})))
+    assert "lora.r" in msg and "LoraConfig" in msg and "'big'" in msg
+    msg = problem(broken(lambda c: c.update(lora={"r": 8, "rank": 8})))
+    assert "lora.rank" in msg and "peft's LoraConfig" in msg
+
+
+def test_settings_valuedrift_sets_itself_are_refused():
+    msg = problem(broken(lambda c: c["algorithms"]["simpo"].update(loss_type="sigmoid")))
+    assert "algorithms.simpo.loss_type" in msg and "'simpo'" in msg
+    assert "sft.seed" in problem(broken(lambda c: c["sft"].update(seed=1)))
+    assert "lora.task_type" in problem(broken(lambda c: c.update(lora={"r": 8, "task_type": "SEQ_CLS"})))
+
+
+def test_local_paths_must_exist_and_hub_ids_pass(tmp_path):
+    msg = problem(broken(lambda c: c["models"].update(x={"path": "foo/bar/baz"})))
+    assert ("config key models.x.path: 'foo/bar/baz' does not exist and is not a hub id (owner/name) — give an "
+            "existing folder or a hub id") in msg
+    assert "models.x.path" in problem(broken(lambda c: c["models"].update(x={"path": "./qwen3"})))
+    validate_config(broken(lambda c: c["models"].update(x={"path": "Qwen/Qwen3-4B-Base"}, y={"path": str(tmp_path)})))
+    msg = problem(broken(lambda c: c["preference_datasets"].update(
+        uf={"hub": {"loader": "ultrafeedback", "path": "data/uf.jsonl"}})))
+    assert "preference_datasets.uf.hub.path" in msg and "'data/uf.jsonl'" in msg
+    msg = problem(broken(lambda c: c["judge"].update(labelled=str(tmp_path / "labels.jsonl"))))
+    assert "judge.labelled" in msg and "does not exist" in msg
+    msg = problem(broken(lambda c: c["judges"]["stance_classifier_lm"].update(encoder="/models/minilm")))
+    assert "judges.stance_classifier_lm.encoder" in msg
+
+
+def test_question_splits_must_leave_training_questions():
+    msg = problem(broken(lambda c: c["world"].update(eval_questions_per_topic=12, judge_test_questions_per_topic=2)))
+    assert "world.eval_questions_per_topic" in msg and "world.judge_test_questions_per_topic" in msg
+    assert "at most 13" in msg
+    validate_config(broken(lambda c: c["world"].update(eval_questions_per_topic=11, judge_test_questions_per_topic=2)))
+
+
+def test_a_grid_without_preference_runs_is_an_sft_study():
+    validate_config(broken(lambda c: c["grid"].update(algorithms=[], preference_datasets=[])))
+
+    def edit(c):
+        c["grid"].update(algorithms=["dpo"], preference_datasets=[])
+        c["filter"]["preference_datasets"] = []
+    assert "grid.preference_datasets" in problem(broken(edit))
+
+
+def test_the_trl_registry_matches_the_installed_libraries():
+    """Regenerate with `python -m valuedrift.training.fields --write` after upgrading TRL or peft."""
+    import json
+
+    from valuedrift.training import fields
+
+    committed = json.loads(fields.REGISTRY.read_text())
+    fresh = fields.build()
+    assert fresh["versions"] == committed["versions"]
+    for path in sorted(set(fresh["classes"]) | set(committed["classes"])):
+        assert fresh["classes"].get(path) == committed["classes"].get(path), path
+
+
+def test_validation_imports_no_heavy_library():
+    code = ("import sys, yaml; from valuedrift.config import validate_config; "
+            f"validate_config(yaml.safe_load(open({str(ROOT / 'config.yaml')!r}))); "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_check_config_names_the_line_of_a_yaml_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 0\nbehaviour: {temperature: 0.7\nmetrics: 3\n")
+    out = subprocess.run(["valuedrift", "check-config", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert str(bad) in out.stderr and "line 3, column 8" in out.stderr
+
+
+def test_snakemake_config_strings_reach_training_as_numbers():
+    out = dry_run("-p", "--config", 'algorithms={dpo: {beta: "0.5"}}',
+                  "filter={algorithms: [dpo], preference_datasets: [support_chosen]}")
+    assert '"beta": 0.5,' in out

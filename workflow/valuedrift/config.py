@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,22 +33,110 @@ def _key(path) -> str:
     return out or "(top level)"
 
 
-def _explain(error) -> str:
-    """One jsonschema error as 'config key X: what is wrong; what to do'."""
+# a key that holds a secret (api_key, hf_token, password, ...); `api_key_env` names one and is fine,
+# and TRL's pad_token, eos_token and stop_token are tokens of a vocabulary
+SECRET = re.compile(r"key|token|(?:.*[_-])?(?:api_?key|secret|password|passwd|credentials?)"
+                    r"|(?:.*[_-])?(?:access|auth|bearer|hub|hf|github|openai|private|secret)[_-](?:token|key)",
+                    re.IGNORECASE)
+SECRET_FIX = ("secrets are read from environment variables, never from the config: remove it, put the key in "
+              "an environment variable and name that variable in `api_key_env` (a hub token goes in HF_TOKEN)")
+
+
+def looks_secret(name) -> bool:
+    return isinstance(name, str) and SECRET.fullmatch(name) is not None
+
+
+def _secret_problem(key: str) -> str:
+    return f"config key {key}: looks like a secret (its value is not shown) — {SECRET_FIX}"
+
+
+def _hides_value(error) -> bool:
+    """Whether the error's value may be a secret, or hold one, and must not be printed: a pasted key
+    lands in `api_key_env` as often as in `api_key`."""
+    path = list(error.absolute_path)
+    last = path[-1] if path else None
+    return last == "api_key_env" or looks_secret(last) or _holds_secret(error.instance)
+
+
+def _holds_secret(value) -> bool:
+    if isinstance(value, dict):
+        return any(looks_secret(k) or k == "api_key_env" or _holds_secret(v) for k, v in value.items())
+    return isinstance(value, list) and any(_holds_secret(v) for v in value)
+
+
+def _secrets_in_entries(config: dict) -> list[str]:
+    """Secret-looking keys of every judge and chat-model entry, whatever else is wrong with it (the
+    schema names them only once the entry's `kind` is valid)."""
+    def entry(*path):
+        value = config
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        return value if isinstance(value, dict) else {}
+
+    entries = [(f"judges.{name}", spec) for name, spec in entry("judges").items()]
+    entries += [("eval_prompts.vprism.rephraser", entry("eval_prompts", "vprism", "rephraser")),
+                ("value_gap_builder.generator", entry("value_gap_builder", "generator"))]
+    return [_secret_problem(f"{key}.{k}") for key, spec in entries if isinstance(spec, dict)
+            for k in spec if looks_secret(k)]
+
+
+def _explain(error) -> list[str]:
+    """One jsonschema error as 'config key X: what is wrong — what to do' (one line per unknown
+    secret); never with a value that may be a secret."""
     key = _key(error.absolute_path)
     v, value = error.validator, error.instance
     if v == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(value) - set(allowed))
+        out = [_secret_problem(f"{key}.{k}") for k in extra if looks_secret(k)]
+        unknown = [k for k in extra if not looks_secret(k)]
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-        return f"config key {key}: unknown key(s) {', '.join(map(repr, extra))} — remove or correct the spelling{hint}"
+        if unknown:
+            out.append(f"config key {key}: unknown key(s) {', '.join(map(repr, unknown))} — remove or correct "
+                       f"the spelling{hint}")
+        return out
     if v == "required":
-        return f"config key {key}: {error.message} — add it (see config.yaml for an example)"
+        return [f"config key {key}: {error.message} — add it (see config.yaml for an example)"]
     if v == "oneOf" and isinstance(value, dict):
-        return f"config key {key}: {error.schema.get('description', error.message)}"
+        return [f"config key {key}: {error.schema.get('description', 'fits none, or several, of its forms')}"]
+    if _hides_value(error):
+        if v == "pattern" and key.endswith("api_key_env"):
+            return [f"config key {key}: not the name of an environment variable (the value is not shown; is it "
+                    "the key itself?) — put the key in an environment variable (export OPENAI_API_KEY=...) and "
+                    "give that variable's name here"]
+        return [f"config key {key}: the value (not shown) is not valid ({v}: {error.validator_value!r}) — "
+                f"{error.schema.get('description', 'fix the value')}"]
     if v in ("type", "enum", "const"):
-        return f"config key {key}: {value!r} is not valid ({error.message}) — {error.schema.get('description', 'fix the value')}"
-    return f"config key {key}: {error.message}"
+        return [f"config key {key}: {value!r} is not valid ({error.message}) — {_fix(error)}"]
+    return [f"config key {key}: {error.message}"]
+
+
+def _fix(error) -> str:
+    from valuedrift.training.fields import NUMBER
+
+    expected = error.validator_value if error.validator == "type" else None
+    expected = [expected] if isinstance(expected, str) else expected or []
+    value = error.instance
+    if "integer" in expected and isinstance(value, float) and value.is_integer():
+        # `snakemake --config seed=1e3` gives the float 1000.0
+        return f"write a whole number, without a decimal point or exponent: {int(value)}"
+    if {"number", "integer"} & set(expected) and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        return "YAML reads a number such as 1e-4 (no decimal point) as text: write 1.0e-4"
+    return error.schema.get("description", "fix the value")
+
+
+def _is_integer(checker, value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validator():
+    """Draft 2020-12 with `integer` meaning a Python int: the draft counts 2.0 as an integer, but
+    a float where a count is meant is a typo (or `--config seed=1e3`)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", _is_integer)
+    return jsonschema.validators.extend(base, type_checker=checker)(load_schema())
 
 
 def load_schema() -> dict:
@@ -78,6 +167,7 @@ def cross_check(config: dict) -> list[str]:
         problems.append("config key grid.preference_datasets: empty while grid.algorithms is not — "
                         "name at least one preference dataset or clear grid.algorithms")
     problems += _check_datasets(config) + _check_judges(config) + _check_builders(config)
+    problems += _check_trainers(config) + _check_paths(config) + _check_world(config)
     if config["deepspeed"] and not Path(config["deepspeed"]).is_file():
         problems.append(f"config key deepspeed: {config['deepspeed']!r} does not exist — give the path of a "
                         "DeepSpeed JSON (workflow/deepspeed/zero2.json or zero3.json) or null")
@@ -154,7 +244,7 @@ def _check_judges(config: dict) -> list[str]:
         if spec["kind"] != "stance_classifier" and "model" not in spec:
             problems.append(f"config key judges.{name}: a {spec['kind']} judge needs `model` (hub id, folder or "
                             "API model name)")
-        if spec.get("features") == "embedding" and "encoder" not in spec:
+        if spec.get("features") == "embedding" and not spec.get("encoder"):
             problems.append(f"config key judges.{name}: embedding features need `encoder` (a config model name, "
                             "hub id or folder)")
     return problems
@@ -180,13 +270,152 @@ def _check_builders(config: dict) -> list[str]:
     return problems
 
 
-def validate_config(config: dict) -> dict:
-    """Raise ConfigError listing every problem; return the config unchanged when it is valid."""
-    import jsonschema
+# what valuedrift passes to TRL and peft itself (trainers.make_config, make_trainer); the same key
+# from the config would be a second value for one argument
+SET_HERE = {"output_dir": "each phase's own folder", "seed": "from the top-level `seed`"}
+LORA_SET_HERE = {"task_type": "CAUSAL_LM"}
+LIBRARY = {"trl": "TRL", "peft": "peft"}
 
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [_explain(e) for e in errors]
+
+def _trainer_settings(config: dict):
+    """(config key, algorithm, settings) of every phase's TRL settings."""
+    yield "sft", "sft", config["sft"]
+    yield "reward_model", "reward", config["reward_model"]
+    for name, settings in config["algorithms"].items():
+        yield f"algorithms.{name}", name, settings
+    for name, spec in config["models"].items():
+        if "miniature" in spec:
+            yield f"models.{name}.miniature.pretrain", "sft", spec["miniature"]["pretrain"]
+
+
+def _check_trainers(config: dict) -> list[str]:
+    """Trainer and LoRA settings against the registry of TRL's and peft's fields, before any job
+    starts (TRL itself would object only when the phase's training starts)."""
+    from valuedrift.training.fields import LORA
+    from valuedrift.training.trainers import ALGORITHMS
+
+    problems = []
+    for key, algorithm, settings in _trainer_settings(config):
+        algo = ALGORITHMS[algorithm]
+        problems += _check_fields(key, settings, algo.config_class, SET_HERE)
+        for field, fixed in algo.fixed.items():
+            if field in settings and settings[field] != fixed:
+                problems.append(f"config key {key}.{field}: valuedrift sets it to {fixed!r} for {algorithm} "
+                                f"(it is what makes {algorithm}) — remove it")
+    if isinstance(config["lora"], dict):
+        problems += _check_fields("lora", config["lora"], LORA, LORA_SET_HERE)
+    return problems
+
+
+def _check_fields(key: str, settings: dict, class_path: str, set_here: dict[str, str]) -> list[str]:
+    """Names and types of `settings` against the class's fields; a string that reads unambiguously
+    as the field's type (what `snakemake --config` passes) is converted in place."""
+    import difflib
+
+    from valuedrift.training import fields
+
+    specs = fields.registry()[class_path]
+    module, name = class_path.split(":")
+    problems = []
+    for field, value in list(settings.items()):
+        where = f"config key {key}.{field}"
+        if looks_secret(field):
+            problems.append(_secret_problem(f"{key}.{field}"))
+        elif field in set_here:
+            problems.append(f"{where}: valuedrift sets it ({set_here[field]}) — remove it")
+        elif field not in specs:
+            close = difflib.get_close_matches(field, specs, n=1)
+            problems.append(f"{where}: not a field of {LIBRARY[module.split('.')[0]]}'s {name} — remove it or "
+                            f"correct the spelling{f' (did you mean {close[0]}?)' if close else ''}")
+        elif (fitted := fields.conform(specs[field], value)) is fields.BAD:
+            problems.append(f"{where}: {value!r} is not valid for {name}.{field} ({specs[field]['annotation']}) "
+                            f"— give {fields.describe(specs[field])}")
+        else:
+            settings[field] = fitted
+    return problems
+
+
+DATA_SUFFIXES = {".jsonl", ".json", ".parquet", ".csv", ".tsv", ".txt", ".arrow", ".gz", ".zip", ".yaml", ".yml"}
+HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*/[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def is_hub_id(text: str) -> bool:
+    """owner/name, as the hub spells repositories; a data file's name is never one."""
+    return HUB_ID.fullmatch(text) is not None and Path(text).suffix.lower() not in DATA_SUFFIXES
+
+
+FOLDER, DATA = "folder", "folder or data file (.jsonl/.json/.parquet/.csv)"
+
+
+def _paths(config: dict):
+    """(config key, value, what it must be) of every local path or hub id in the config."""
+    for name, spec in config["models"].items():
+        if "path" in spec:
+            yield f"models.{name}.path", spec["path"], FOLDER
+    vprism = config["eval_prompts"].get("vprism") or {}
+    sources = [(f"{section}.{name}.hub", spec.get("hub")) for section in ("sft_datasets", "preference_datasets")
+               for name, spec in config[section].items()]
+    sources += [("probe_pairs.hub", config["probe_pairs"].get("hub")),
+                ("eval_prompts.vprism.prism", vprism.get("prism"))]
+    yield from ((f"{key}.path", source["path"], DATA) for key, source in sources if source)
+    for name, spec in config["judges"].items():
+        # a model of `models` as encoder is resolved by the workflow (a miniature one is built there)
+        if spec.get("encoder") and spec["encoder"] not in config["models"]:
+            yield f"judges.{name}.encoder", spec["encoder"], FOLDER
+    llms = [(f"judges.{name}", spec) for name, spec in config["judges"].items()]
+    llms += [("eval_prompts.vprism.rephraser", vprism.get("rephraser")),
+             ("value_gap_builder.generator", (config.get("value_gap_builder") or {}).get("generator"))]
+    yield from ((f"{key}.model", spec["model"], FOLDER) for key, spec in llms if spec and spec["kind"] == "local_llm")
+    if vprism.get("embedder", "lsa") != "lsa":
+        yield "eval_prompts.vprism.embedder", vprism["embedder"], FOLDER
+    # files the workflow reads as they are: never hub ids
+    if config["judge"].get("labelled"):
+        yield ("judge.labelled", config["judge"]["labelled"],
+               "JSONL file (question, answer, stance), or null for the miniature world's held-out judge set")
+    questions = (config.get("value_gap_builder") or {}).get("questions")
+    if questions and questions not in ("vprism_heldout", "miniature"):
+        yield ("value_gap_builder.questions", questions,
+               "JSONL file (question_id, topic, question), or vprism_heldout or miniature")
+
+
+def _check_paths(config: dict) -> list[str]:
+    """A path must exist (from the working directory, the workflow's) unless it is a hub id;
+    otherwise its job would fail after a hub lookup that cannot succeed."""
+    problems = []
+    for key, path, what in _paths(config):
+        if Path(path).expanduser().exists() or (what in (FOLDER, DATA) and is_hub_id(path)):
+            continue
+        if what in (FOLDER, DATA):
+            problems.append(f"config key {key}: {path!r} does not exist and is not a hub id (owner/name) — give "
+                            f"an existing {what} or a hub id")
+        else:
+            problems.append(f"config key {key}: {path!r} does not exist — give an existing {what}")
+    return problems
+
+
+def _check_world(config: dict) -> list[str]:
+    """The miniature world's split must leave training questions in every topic
+    (valuedrift.world.questions.split_questions would refuse it in the first job)."""
+    from valuedrift.world.questions import load_bank
+
+    world = config["world"]
+    taken = world["eval_questions_per_topic"] + world["judge_test_questions_per_topic"]
+    sizes = {topic: len(spec["questions"]) for topic, spec in load_bank().items()}
+    topic = min(sizes, key=sizes.get)
+    if taken < sizes[topic]:
+        return []
+    return [f"config key world.eval_questions_per_topic + world.judge_test_questions_per_topic: together {taken}, "
+            f"which leaves no training question in topic {topic!r} ({sizes[topic]} questions) — lower them to a "
+            f"sum of at most {sizes[topic] - 1}"]
+
+
+def validate_config(config: dict) -> dict:
+    """Raise ConfigError listing every problem; return the config when it is valid. Trainer and
+    LoRA values given as strings (`snakemake --config`) are converted to their fields' types in
+    place, so the caller's dict holds what TRL takes."""
+    errors = sorted(_validator().iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [line for e in errors for line in _explain(e)]
+    problems = list(dict.fromkeys(_secrets_in_entries(config) + problems))
     if not problems:
         problems = cross_check(config)
     if problems:
@@ -220,9 +449,24 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     return parser
 
 
+def read_config_file(path: str | Path) -> dict:
+    """One YAML config file; a syntax error names the file, line and column, not a traceback."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where}: not valid YAML ({getattr(e, 'problem', None) or e}) — "
+                          "fix the syntax there") from e
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: holds a {type(data).__name__}, not a mapping of config keys — "
+                          "write `key: value` lines (see config.yaml)")
+    return data or {}
+
+
 def main(args: argparse.Namespace) -> None:
     config: dict = {}
     for path in args.configs:
-        config = merge(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+        config = merge(config, read_config_file(path))
     validate_config(config)
     print(f"config OK: {' + '.join(args.configs)}")
