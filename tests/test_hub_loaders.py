@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -290,6 +291,43 @@ def test_bad_settings_and_files(tmp_path):
     bad.write_text('{"instruction": "a", "input": "", "output": "b", "text": "c"}\n{not json\n')
     with pytest.raises(DataError, match=re.escape(f"{bad}: cannot be read as json")):
         load_rows(HubSource("alpaca", str(bad)))
+
+
+@pytest.mark.parametrize("path", ["data/wildchat.jsonl", "./fixtures/alpaca.parquet", "./local/ultrafeedback",
+                                  "../hh_rlhf.csv", "local/hub/prism", "~/datasets/wildchat.jsonl"])
+def test_missing_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch, path):
+    import datasets
+
+    hub_calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: hub_calls.append(args) or "from the hub")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    resolved = Path(path.replace("~", str(tmp_path / "home"), 1)) if path.startswith("~") else work / path
+    expected = (f"dataset path {path} does not exist (resolved to {os.path.normpath(resolved)} from the working "
+                f"directory {work}); correct the path")
+    with pytest.raises(InputError, match=f"^{re.escape(expected)}"):
+        load_rows(HubSource("wildchat", path))
+    assert hub_calls == []
+    # a hub id still goes to the hub
+    assert open_dataset("allenai/WildChat-1M") == "from the hub"
+    assert hub_calls == [("allenai/WildChat-1M", None)]
+
+
+@pytest.mark.parametrize("name, content, how", [
+    ("alpaca.jsonl", "", "0 bytes"), ("alpaca.csv", "", "0 bytes"), ("alpaca.parquet", "", "0 bytes"),
+    ("alpaca.jsonl", "\n\n", "no rows"), ("alpaca.csv", "instruction,input,output,text\n", "no rows"),
+    ("alpaca.json", "[]", "no rows"), ("alpaca.parquet", None, "no rows"),
+])
+def test_empty_data_file_says_it_is_empty(tmp_path, name, content, how):
+    path = tmp_path / name
+    if content is None:
+        open_dataset(HUB / "alpaca.jsonl").select([]).to_parquet(str(path))
+    else:
+        path.write_text(content)
+    with pytest.raises(DataError, match=f"^{re.escape(f'{path}: the data file is empty ({how}); write')}"):
+        load_rows(HubSource("alpaca", str(path)))
 
 
 # --- other file formats ---------------------------------------------------------------------------

@@ -26,6 +26,16 @@ def test_non_object_row(tmp_path):
         read_jsonl(path)
 
 
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    # past the decoder's first block, a Latin-1 line: its "é" is the byte 0xe9, which no UTF-8 text holds
+    good = '{"a": "é"}\n'.encode("utf-8") * 2000
+    path.write_bytes(good + '{"a": "café"}\n'.encode("latin-1") + good)
+    with pytest.raises(DataError, match=r"^\S*sft.jsonl:2001: not UTF-8 text \(byte 0xe9 at column 11\); "
+                                        r"the file must be UTF-8"):
+        read_jsonl(path)
+
+
 def test_roundtrip(tmp_path):
     rows = [{"a": 1, "b": "é"}, {"a": 2, "b": ""}]
     assert write_jsonl(tmp_path / "r.jsonl", rows) == 2

@@ -36,6 +36,14 @@ COMMANDS = {
 }
 
 
+# set to 1 where the command line is out of reach (a Snakemake rule's shell command)
+DEBUG_ENV = "VALUEDRIFT_DEBUG"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def command_parser(subparsers, name: str, doc: str, description: str | None = None) -> argparse.ArgumentParser:
     """The parser of one subcommand (standalone when `subparsers` is None); its description is
     the first paragraph of the module's docstring."""
@@ -53,6 +61,8 @@ def bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(prog="valuedrift", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", default=_env_flag(DEBUG_ENV),
+                        help=f"show the full traceback of input errors too (or set {DEBUG_ENV}=1)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, module_name in COMMANDS.items():
@@ -75,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         modules[args.command].main(args)
     except (InputError, FileNotFoundError) as e:
-        # bad input: say what and where, without a traceback the user has to read through
-        logging.getLogger("valuedrift").error("%s", e)
+        # bad input: say what and where, without a traceback the user has to read through; the
+        # traceback is there on request, for errors whose cause lies in the code
+        logging.getLogger("valuedrift").error("%s", e, exc_info=args.debug)
         sys.exit(2)

@@ -70,13 +70,26 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def _check_utf8(line: str, path, lineno: int) -> None:
+    """A line read with errors="surrogateescape" holds each undecodable byte as a lone surrogate."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = ord(line[e.start]) - 0xDC00
+        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{byte:02x} at column {e.start + 1}); the file "
+                        f"must be UTF-8; convert it (from Latin-1: iconv -f latin1 -t utf-8 IN > OUT)") from None
+
+
 def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Read a JSONL file; a row that is not a JSON object or lacks a required key is an error
     naming the file and line."""
     required = tuple(required)
     rows = []
-    with open(path, encoding="utf-8") as f:
+    # a strict decoder fails on a whole block, before the line is known: keep the bad bytes and
+    # report them by line below
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, start=1):
+            _check_utf8(line, path, lineno)
             if not line.strip():
                 continue
             try:

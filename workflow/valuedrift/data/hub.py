@@ -242,24 +242,67 @@ def _filtered_out(row: dict, source: HubSource) -> str | None:
 
 def open_dataset(path: str | os.PathLike, split: str = "train", name: str | None = None):
     """The split as a `datasets.Dataset`. A local data file is read whole, as the hub's split
-    (its `split` and `name` do not apply); a local folder or hub id goes to `load_dataset`."""
+    (its `split` and `name` do not apply); a local folder or hub id goes to `load_dataset`. A
+    missing path that cannot be a hub id (`_looks_local`) is an InputError, not a hub lookup."""
     from datasets import load_dataset
 
-    local = Path(path)
+    local = Path(path).expanduser()
+    # load_dataset takes any name it cannot find locally for a hub id, and its hub error would not
+    # say that a local path was meant
+    if not local.exists() and _looks_local(str(path)):
+        raise InputError(_missing(str(path), local))
     if not local.is_file():
-        return load_dataset(str(path), name, split=split)
+        return load_dataset(str(local) if local.exists() else str(path), name, split=split)
     builder = FILE_BUILDERS.get(local.suffix.lower())
     if builder is None:
         raise InputError(f"{path}: cannot read a {local.suffix or 'suffixless'} file; "
                          f"expected one of {', '.join(FILE_BUILDERS)}")
+    if local.stat().st_size == 0:
+        raise DataError(f"{path}: the data file is empty (0 bytes); {_FILL}")
     try:
-        return load_dataset(builder, data_files=str(local), split="train", **BUILDER_OPTIONS.get(builder, {}))
+        dataset = _read_file(local, builder)
     except Exception as e:  # the builders report unreadable files in many exception types
         raise DataError(f"{path}: cannot be read as {builder}: {e}") from e
+    if dataset is None:
+        raise DataError(f"{path}: the data file is empty (no rows); {_FILL}")
+    return dataset
+
+
+_FILL = "write the dataset's rows into it, or set the hub source's `path` to the file that holds them"
+
+
+def _read_file(local: Path, builder: str):
+    """The file's rows as a `datasets.Dataset`, or None when it has none (where `load_dataset` would
+    only say that split "train" "corresponds to no data": blank lines, a CSV header, `[]`)."""
+    from datasets import load_dataset_builder
+
+    if builder == "parquet":
+        import pyarrow.parquet as pq
+
+        # the parquet builder fails on a file without rows ("BatchSize must be greater than 0")
+        if pq.read_metadata(local).num_rows == 0:
+            return None
+    reader = load_dataset_builder(builder, data_files=str(local), **BUILDER_OPTIONS.get(builder, {}))
+    reader.download_and_prepare()
+    if not reader.info.splits["train"].num_examples:
+        return None
+    return reader.as_dataset(split="train")
+
+
+def _looks_local(path: str) -> bool:
+    """A path no hub id could be: hub ids are `name` or `owner/name`, without a data-file suffix."""
+    return (Path(path).suffix.lower() in FILE_BUILDERS or path.startswith(("./", "../", "/", "~"))
+            or path.count("/") > 1)
+
+
+def _missing(path: str, local: Path) -> str:
+    return (f"dataset path {path} does not exist (resolved to {os.path.abspath(local)} from the working "
+            f"directory {os.getcwd()}); correct the path (relative to that directory, or absolute); "
+            f"a hub dataset is named owner/name")
 
 
 def _where(source: HubSource) -> str:
-    if Path(source.path).is_file():
+    if Path(source.path).expanduser().is_file():
         return str(source.path)
     config = f"config {source.name}, " if source.name else ""
     return f"{source.path} ({config}split {source.split})"

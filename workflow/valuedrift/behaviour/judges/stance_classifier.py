@@ -67,6 +67,19 @@ class Featurizer:
         return self.encoder.version if self.encoder else ""
 
 
+def judge_version(settings: ClassifierSettings, train_file: str | Path, featurizer: Featurizer) -> str:
+    """A hash of what decides the judge's outputs: its settings, its training data, its encoder and
+    the code that trains it. Not of the pickled model, whose bytes differ between identical judges
+    trained in two processes (scikit-learn's TF-IDF vectorizers keep a memory address in them)."""
+    import sklearn
+
+    import valuedrift
+
+    parts = [json.dumps(asdict(settings), sort_keys=True), hashlib.sha256(Path(train_file).read_bytes()).hexdigest(),
+             featurizer.version, valuedrift.__version__, sklearn.__version__]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
 class StanceClassifierJudge:
     def __init__(self, name: str, pipeline, featurizer: Featurizer, version: str):
         self.name = name
@@ -86,8 +99,10 @@ class StanceClassifierJudge:
         meta = read_json(Path(path) / "settings.json")
         featurizer = Featurizer(from_dict(ClassifierSettings, meta["settings"]))
         model_file = Path(path) / "model.joblib"
-        digest = hashlib.sha256(model_file.read_bytes() + featurizer.version.encode())
-        return cls(name or meta["name"], joblib.load(model_file), featurizer, digest.hexdigest()[:12])
+        version = meta.get("version")
+        if version is None:  # a folder trained before the version was stored: the hash it had then
+            version = hashlib.sha256(model_file.read_bytes() + featurizer.version.encode()).hexdigest()[:12]
+        return cls(name or meta["name"], joblib.load(model_file), featurizer, version)
 
     @classmethod
     def from_settings(cls, name: str, settings: dict, model_dir: str | None) -> "StanceClassifierJudge":
@@ -129,6 +144,7 @@ def main(args: argparse.Namespace) -> None:
             raise InputError(f"{path}: row {bad + 1} has stance {rows[bad]['stance']!r}, not one of {STANCES}")
     settings = from_dict(ClassifierSettings, json.loads(args.settings))
     featurize = Featurizer(settings)
+    version = judge_version(settings, args.train, featurize)
     pipeline = build_pipeline(settings).fit(featurize([r["answer"] for r in train]), [r["stance"] for r in train])
     truth = [r["stance"] for r in test]
     predicted = pipeline.predict(featurize([r["answer"] for r in test]))
@@ -141,5 +157,5 @@ def main(args: argparse.Namespace) -> None:
         raise InputError(f"judge held-out accuracy {accuracy:.3f} is below --min-accuracy {args.min_accuracy}")
     with atomic_dir(args.output) as out:
         joblib.dump(pipeline, out / "model.joblib")
-        write_json(out / "settings.json", {"name": args.name, "settings": asdict(settings)})
+        write_json(out / "settings.json", {"name": args.name, "settings": asdict(settings), "version": version})
         write_json(out / "metrics.json", metrics)
