@@ -20,5 +20,5 @@ rule build_base_model:
     conda:
         "../../envs/train.yaml"
     shell:
-        "valuedrift build-base --corpus {input.corpus} --output {output} --settings {params.settings:q} "
-        "--seed {params.seed} --threads {threads} > {log} 2>&1"
+        "valuedrift build-base --corpus {input.corpus:q} --output {output:q} --settings {params.settings:q} "
+        "--seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"

@@ -20,8 +20,8 @@ rule train_judge:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift train-judge --name {wildcards.judge} --train {input.train} --test {input.test} "
-        "--settings {params.settings:q} --output {output.model} --min-accuracy {params.min_accuracy} > {log} 2>&1"
+        "valuedrift train-judge --name {wildcards.judge:q} --train {input.train:q} --test {input.test:q} "
+        "--settings {params.settings:q} --output {output.model:q} --min-accuracy {params.min_accuracy:q} > {log:q} 2>&1"
 
 
 rule generate:
@@ -45,9 +45,9 @@ rule generate:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift generate --model {input.snapshot} --prompts {input.prompts} --output {output} "
-        "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed} "
-        "--threads {threads} > {log} 2>&1"
+        "valuedrift generate --model {input.snapshot:q} --prompts {input.prompts:q} --output {output:q} "
+        "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed:q} "
+        "--threads {threads:q} > {log:q} 2>&1"
 
 
 rule judge:
@@ -65,4 +65,4 @@ rule judge:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift judge --generations {input.generations} {params.judge} --output {output} > {log} 2>&1"
+        "valuedrift judge --generations {input.generations:q} {params.judge} --output {output:q} > {log:q} 2>&1"

@@ -109,10 +109,10 @@ def reward_inputs(wildcards):
 def reward_args(wildcards, input):
     """The reward flags of `valuedrift train` for this run."""
     if "reward_model" in input.keys():
-        return f"--reward-model {input.reward_model}"
+        return f"--reward-model {shlex.quote(input.reward_model)}"
     if "judge" in input.keys():
         chosen = chosen_stance(config["preference_datasets"][wildcards.pref_data])
-        return f"--judge-reward {chosen} --judge-model {input.judge}"
+        return f"--judge-reward {chosen} --judge-model {shlex.quote(input.judge)}"
     return ""
 
 
@@ -144,7 +144,7 @@ def launcher(wildcards):
     if gpus <= 1 and not deepspeed:
         return "valuedrift"
     if deepspeed:
-        mode = f"--use_deepspeed --deepspeed_config_file {deepspeed}"
+        mode = f"--use_deepspeed --deepspeed_config_file {shlex.quote(deepspeed)}"
     else:
         mode = "--multi_gpu"
     return f"accelerate launch --num_processes {max(gpus, 1)} {mode} -m valuedrift"
@@ -168,7 +168,7 @@ def judge_args(name):
 
     def args(wildcards, input):
         out = f"--judge {name} --judge-settings {shlex.quote(as_json(judge_settings(name)))}"
-        return out + (f" --judge-model {input.judge_model}" if "judge_model" in input.keys() else "")
+        return out + (f" --judge-model {shlex.quote(input.judge_model)}" if "judge_model" in input.keys() else "")
 
     return args
 
@@ -196,9 +196,9 @@ def labelled_answers():
 STANCE_FILES = [f"{R}/{run}/behaviour/{k}/stances.jsonl" for run in runs() for k in SNAPSHOTS]
 JUDGE = config["judge"]["name"]
 COMPARED_JUDGES = config["judge"].get("compare") or [JUDGE]
-DIAGNOSTIC_FILES = [
-    f"{R}/report/value_gap.csv",
-    f"{R}/report/value_gap.png",
+# the value gap is measured on the grid's preference sets; an SFT-only grid has none to measure
+VALUE_GAP_FILES = [f"{R}/report/value_gap.csv", f"{R}/report/value_gap.png"] if GRID["preference_datasets"] else []
+DIAGNOSTIC_FILES = VALUE_GAP_FILES + [
     f"{R}/report/judge_calibration.csv",
     f"{R}/report/judge_agreement.csv",
 ]

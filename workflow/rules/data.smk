@@ -17,7 +17,7 @@ rule prepare_pretrain_corpus:
         "../../envs/probe.yaml"
     shell:
         "valuedrift prepare-data --kind pretrain --world {params.world:q} "
-        "--settings {params.settings:q} --output {output} > {log} 2>&1"
+        "--settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule prepare_sft_data:
@@ -31,8 +31,8 @@ rule prepare_sft_data:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift prepare-data --kind sft --name {wildcards.sft_data} --world {params.world:q} "
-        "--settings {params.settings:q} --output {output} > {log} 2>&1"
+        "valuedrift prepare-data --kind sft --name {wildcards.sft_data:q} --world {params.world:q} "
+        "--settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule prepare_preference_data:
@@ -43,14 +43,14 @@ rule prepare_preference_data:
     params:
         world=WORLD,
         settings=lambda w: as_json(config["preference_datasets"][w.pref_data]),
-        pairs=lambda w, input: f"--pairs {input.pairs}" if input.pairs else "",
+        pairs=lambda w, input: f"--pairs {shlex.quote(input.pairs[0])}" if input.pairs else "",
     log:
         f"{R}/logs/data/preference/{{pref_data}}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift prepare-data --kind preference --name {wildcards.pref_data} --world {params.world:q} "
-        "--settings {params.settings:q} {params.pairs} --output {output} > {log} 2>&1"
+        "valuedrift prepare-data --kind preference --name {wildcards.pref_data:q} --world {params.world:q} "
+        "--settings {params.settings:q} {params.pairs} --output {output:q} > {log:q} 2>&1"
 
 
 rule prepare_judge_data:
@@ -66,8 +66,8 @@ rule prepare_judge_data:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift prepare-data --kind judge-{wildcards.split} --world {params.world:q} "
-        "--settings {params.settings:q} --output {output} > {log} 2>&1"
+        "valuedrift prepare-data --kind judge-{wildcards.split:q} --world {params.world:q} "
+        "--settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule prepare_value_questions:
@@ -80,7 +80,7 @@ rule prepare_value_questions:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift prepare-data --kind value-questions --world {params.world:q} --output {output} > {log} 2>&1"
+        "valuedrift prepare-data --kind value-questions --world {params.world:q} --output {output:q} > {log:q} 2>&1"
 
 
 if config["eval_prompts"]["source"] == "miniature":
@@ -96,7 +96,7 @@ if config["eval_prompts"]["source"] == "miniature":
         conda:
             "../../envs/probe.yaml"
         shell:
-            "valuedrift prepare-data --kind eval-prompts --world {params.world:q} --output {output} > {log} 2>&1"
+            "valuedrift prepare-data --kind eval-prompts --world {params.world:q} --output {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -113,7 +113,7 @@ else:
             "../../envs/probe.yaml"
         shell:
             "valuedrift prepare-data --kind prism-prompts --world {params.world:q} "
-            "--settings {params.settings:q} --output {output} > {log} 2>&1"
+            "--settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
     rule build_vprism:
         input:
@@ -134,8 +134,8 @@ else:
         conda:
             "../../envs/probe.yaml"
         shell:
-            "valuedrift build-vprism --prompts {input.prompts} --settings {params.settings:q} "
-            "--output {output.prompts} --heldout {output.heldout} --topics {output.topics} > {log} 2>&1"
+            "valuedrift build-vprism --prompts {input.prompts:q} --settings {params.settings:q} "
+            "--output {output.prompts:q} --heldout {output.heldout:q} --topics {output.topics:q} > {log:q} 2>&1"
 
 
 if "value_gap_builder" in config:
@@ -162,6 +162,6 @@ if "value_gap_builder" in config:
         conda:
             "../../envs/probe.yaml"
         shell:
-            "valuedrift build-value-gap --questions {input.questions} --eval-prompts {input.eval_prompts} "
+            "valuedrift build-value-gap --questions {input.questions:q} --eval-prompts {input.eval_prompts:q} "
             "--generator {params.generator:q} {params.judge} --settings {params.settings:q} "
-            "--output {output} > {log} 2>&1"
+            "--output {output:q} > {log:q} 2>&1"

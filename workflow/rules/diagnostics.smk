@@ -22,7 +22,7 @@ rule judge_pairs:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift judge-pairs --pairs {input.pairs} {params.judge} {params.keywords} --output {output} > {log} 2>&1"
+        "valuedrift judge-pairs --pairs {input.pairs:q} {params.judge} {params.keywords} --output {output:q} > {log:q} 2>&1"
 
 
 rule value_gap:
@@ -40,8 +40,8 @@ rule value_gap:
     conda:
         "../../envs/report.yaml"
     shell:
-        "valuedrift value-gap {input} --table {output.table} --figure {output.figure} "
-        "--bootstrap-samples {params.n_boot} --confidence {params.confidence} --seed {params.seed} > {log} 2>&1"
+        "valuedrift value-gap {input:q} --table {output.table:q} --figure {output.figure:q} "
+        "--bootstrap-samples {params.n_boot:q} --confidence {params.confidence:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule judge_labelled:
@@ -62,7 +62,7 @@ rule judge_labelled:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift judge --generations {input.labelled} {params.judge} --output {output} > {log} 2>&1"
+        "valuedrift judge --generations {input.labelled:q} {params.judge} --output {output:q} > {log:q} 2>&1"
 
 
 rule judge_report:
@@ -80,4 +80,4 @@ rule judge_report:
     conda:
         "../../envs/report.yaml"
     shell:
-        "valuedrift judge-report {input} --calibration {output.calibration} --agreement {output.agreement} > {log} 2>&1"
+        "valuedrift judge-report {input:q} --calibration {output.calibration:q} --agreement {output.agreement:q} > {log:q} 2>&1"

@@ -23,9 +23,9 @@ rule aggregate:
     conda:
         "../../envs/report.yaml"
     shell:
-        "valuedrift aggregate {input} --by-question {output.by_question} "
-        "--distributions {output.distributions} --bootstrap-samples {params.n_boot} "
-        "--confidence {params.confidence} --seed {params.seed} > {log} 2>&1"
+        "valuedrift aggregate {input:q} --by-question {output.by_question:q} "
+        "--distributions {output.distributions:q} --bootstrap-samples {params.n_boot:q} "
+        "--confidence {params.confidence:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule drift:
@@ -45,8 +45,8 @@ rule drift:
     conda:
         "../../envs/report.yaml"
     shell:
-        "valuedrift drift --by-question {input.by_question} --output {output.table} --summary {output.summary} "
-        "--bootstrap-samples {params.n_boot} --confidence {params.confidence} --seed {params.seed} > {log} 2>&1"
+        "valuedrift drift --by-question {input.by_question:q} --output {output.table:q} --summary {output.summary:q} "
+        "--bootstrap-samples {params.n_boot:q} --confidence {params.confidence:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule plot:
@@ -75,6 +75,6 @@ rule plot:
     conda:
         "../../envs/report.yaml"
     shell:
-        "valuedrift plot --distributions {input.distributions} --drift {input.drift} "
-        "--trajectories {output.trajectories} --trajectories-by-topic {output.by_topic} "
-        "--drift-heatmap {output.heatmap} --drift-by-algorithm {output.by_algorithm} > {log} 2>&1"
+        "valuedrift plot --distributions {input.distributions:q} --drift {input.drift:q} "
+        "--trajectories {output.trajectories:q} --trajectories-by-topic {output.by_topic:q} "
+        "--drift-heatmap {output.heatmap:q} --drift-by-algorithm {output.by_algorithm:q} > {log:q} 2>&1"

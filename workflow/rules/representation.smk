@@ -14,7 +14,7 @@ rule prepare_probe_pairs:
         "../../envs/probe.yaml"
     shell:
         "valuedrift prepare-data --kind probe-pairs --world {params.world:q} --settings {params.settings:q} "
-        "--output {output} > {log} 2>&1"
+        "--output {output:q} > {log:q} 2>&1"
 
 
 rule probe_representations:
@@ -40,9 +40,9 @@ rule probe_representations:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift probe-representations --run-dir {params.run_dir} --snapshots {params.snapshots} --pairs {input.pairs} "
-        "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed} --threads {threads} "
-        "--output {output} > {log} 2>&1"
+        "valuedrift probe-representations --run-dir {params.run_dir:q} --snapshots {params.snapshots:q} --pairs {input.pairs:q} "
+        "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed:q} --threads {threads:q} "
+        "--output {output:q} > {log:q} 2>&1"
 
 
 rule representation_report:
@@ -71,5 +71,5 @@ rule representation_report:
     conda:
         "../../envs/report.yaml"
     shell:
-        "valuedrift representation-report {input} --table {output.table} --summary {output.summary} "
-        "--auroc-by-layer {output.by_layer} --peak-change {output.peak} --cka {output.cka} > {log} 2>&1"
+        "valuedrift representation-report {input:q} --table {output.table:q} --summary {output.summary:q} "
+        "--auroc-by-layer {output.by_layer:q} --peak-change {output.peak:q} --cka {output.cka:q} > {log:q} 2>&1"

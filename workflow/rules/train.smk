@@ -26,9 +26,9 @@ rule train_sft:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} train --algorithm sft --model {params.start} --data {input.data} "
-        "--run-dir {params.run_dir} --snapshots {params.snapshots} --snapshot-dtype {params.snapshot_dtype} --settings {params.settings:q} "
-        "--seed {params.seed} --threads {threads} > {log} 2>&1"
+        "{params.launch} train --algorithm sft --model {params.start:q} --data {input.data:q} "
+        "--run-dir {params.run_dir:q} --snapshots {params.snapshots:q} --snapshot-dtype {params.snapshot_dtype:q} --settings {params.settings:q} "
+        "--seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule train_reward_model:
@@ -54,9 +54,9 @@ rule train_reward_model:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} train --algorithm reward --model {input.start} --data {input.data} "
-        "--run-dir {params.run_dir} --snapshots {params.snapshots} --snapshot-dtype {params.snapshot_dtype} --settings {params.settings:q} "
-        "--seed {params.seed} --threads {threads} > {log} 2>&1"
+        "{params.launch} train --algorithm reward --model {input.start:q} --data {input.data:q} "
+        "--run-dir {params.run_dir:q} --snapshots {params.snapshots:q} --snapshot-dtype {params.snapshot_dtype:q} --settings {params.settings:q} "
+        "--seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule train_preference:
@@ -85,9 +85,9 @@ rule train_preference:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} train --algorithm {wildcards.algorithm} --model {input.start} --data {input.data} "
-        "--run-dir {params.run_dir} --snapshots {params.snapshots} --snapshot-dtype {params.snapshot_dtype} --settings {params.settings:q} "
-        "{params.reward} --lora {params.lora:q} --seed {params.seed} --threads {threads} > {log} 2>&1"
+        "{params.launch} train --algorithm {wildcards.algorithm:q} --model {input.start:q} --data {input.data:q} "
+        "--run-dir {params.run_dir:q} --snapshots {params.snapshots:q} --snapshot-dtype {params.snapshot_dtype:q} --settings {params.settings:q} "
+        "{params.reward} --lora {params.lora:q} --seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 if SKIPPED_SFT:
@@ -114,6 +114,6 @@ if SKIPPED_SFT:
         conda:
             "../../envs/train.yaml"
         shell:
-            "valuedrift publish-start --model {params.start} --run-dir {params.run_dir} --snapshots {params.snapshots} "
-            "--snapshot-dtype {params.snapshot_dtype} "
-            "> {log} 2>&1"
+            "valuedrift publish-start --model {params.start:q} --run-dir {params.run_dir:q} --snapshots {params.snapshots:q} "
+            "--snapshot-dtype {params.snapshot_dtype:q} "
+            "> {log:q} 2>&1"
