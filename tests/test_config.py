@@ -193,8 +193,9 @@ def test_real_study_dry_run_builds_the_whole_dag(root):
     for rule in ("prepare_prism_prompts", "build_vprism", "build_value_gap", "judge_pairs", "judge_report"):
         assert f"rule {rule}:" in out.stdout, rule
     assert "prepare_eval_prompts" not in out.stdout and "build_base_model" not in out.stdout
-    # 8 SFT runs, 96 preference runs, 11 snapshots each: every one generated and judged
-    assert "generate                    1144" in out.stdout and "train_preference              96" in out.stdout
+    # 8 SFT runs, 96 preference runs: each run's 11 snapshots generated in one job, judged in one
+    assert "generate                     104" in out.stdout and "train_preference              96" in out.stdout
+    assert "judge                        104" in out.stdout
 
 
 def test_judge_reward_needs_a_trained_judge():

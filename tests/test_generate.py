@@ -74,3 +74,39 @@ def test_a_tokenizer_without_pad_token_generates_and_every_declared_end_of_turn_
     assert sum(r["finished"] for r in rows) > 0.9 * len(rows)
     assert sum(r["n_tokens"] for r in rows) < 0.3 * sum(r["n_tokens"] for r in plain)
     assert all(r["n_tokens"] == 24 or r["finished"] for r in rows)
+
+
+def perturbed_copy(tiny, folder):
+    """The tiny base model with slightly different weights: another 'snapshot'."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny / "base")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny / "base").save_pretrained(folder)
+    return folder
+
+
+def test_a_run_in_one_process_writes_what_each_snapshot_would_alone(tiny, prompts, tmp_path):
+    """One job per run: each snapshot's file equals the file a job of its own would write."""
+    other = perturbed_copy(tiny, tmp_path / "other")
+    settings = json.dumps({"samples_per_question": 2, "max_new_tokens": 12})
+    together = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    cli(["generate", "--model", str(tiny / "base"), str(other), "--prompts", str(prompts),
+         "--output", *map(str, together), "--settings", settings])
+    for model, out in ((tiny / "base", together[0]), (other, together[1])):
+        alone = tmp_path / "alone.jsonl"
+        cli(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(alone),
+             "--settings", settings])
+        assert read_jsonl(out) == read_jsonl(alone)
+    assert read_jsonl(together[0]) != read_jsonl(together[1])
+
+
+def test_models_and_outputs_must_pair_up(tiny, prompts, tmp_path, caplog):
+    with pytest.raises(SystemExit) as e:
+        cli(["generate", "--model", str(tiny / "base"), str(tiny / "base"), "--prompts", str(prompts),
+             "--output", str(tmp_path / "a.jsonl")])
+    assert e.value.code == 2 and "2 --model folders but 1 --output files" in caplog.text

@@ -1,5 +1,6 @@
 # The behaviour probe: judges trained on labelled answers (where a judge is trained); for every
-# snapshot of every run, sampled answers to the evaluation questions and their judged stance.
+# run, sampled answers to the evaluation questions and their judged stance, one file per snapshot
+# (one job per run generates, one judges: libraries, models and judges load once per run).
 
 
 rule train_judge:
@@ -26,11 +27,11 @@ rule train_judge:
 
 rule generate:
     input:
-        snapshot=f"{R}/{{model}}/{{run}}/snapshots/{{k}}",
+        snapshots=[f"{R}/{{model}}/{{run}}/snapshots/{k}" for k in SNAPSHOTS],
         adapter_base=adapter_base,
         prompts=f"{R}/data/eval_prompts.jsonl",
     output:
-        f"{R}/{{model}}/{{run}}/behaviour/{{k}}/generations.jsonl",
+        generations=[f"{R}/{{model}}/{{run}}/behaviour/{k}/generations.jsonl" for k in SNAPSHOTS],
     params:
         settings=as_json(config["behaviour"]),
         tags=run_tags,
@@ -39,13 +40,13 @@ rule generate:
     resources:
         **job_resources("probe"),
     log:
-        f"{R}/logs/{{model}}/{{run}}/behaviour/{{k}}/generate.log",
+        f"{R}/logs/{{model}}/{{run}}/behaviour/generate.log",
     benchmark:
-        f"{R}/benchmarks/{{model}}/{{run}}/behaviour/{{k}}/generate.tsv"
+        f"{R}/benchmarks/{{model}}/{{run}}/behaviour/generate.tsv"
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift generate --model {input.snapshot:q} --prompts {input.prompts:q} --output {output:q} "
+        "valuedrift generate --model {input.snapshots:q} --prompts {input.prompts:q} --output {output.generations:q} "
         "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed:q} "
         "--threads {threads:q} > {log:q} 2>&1"
 
@@ -53,16 +54,19 @@ rule generate:
 rule judge:
     input:
         unpack(lambda w: judge_inputs(JUDGE)),
-        generations=f"{R}/{{model}}/{{run}}/behaviour/{{k}}/generations.jsonl",
+        generations=rules.generate.output.generations,
     output:
-        f"{R}/{{model}}/{{run}}/behaviour/{{k}}/stances.jsonl",
+        stances=[f"{R}/{{model}}/{{run}}/behaviour/{k}/stances.jsonl" for k in SNAPSHOTS],
     params:
         judge=judge_args(JUDGE),
+    threads: job_threads("judge")
+    resources:
+        **job_resources("judge"),
     log:
-        f"{R}/logs/{{model}}/{{run}}/behaviour/{{k}}/judge.log",
+        f"{R}/logs/{{model}}/{{run}}/behaviour/judge.log",
     benchmark:
-        f"{R}/benchmarks/{{model}}/{{run}}/behaviour/{{k}}/judge.tsv"
+        f"{R}/benchmarks/{{model}}/{{run}}/behaviour/judge.tsv"
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift judge --generations {input.generations:q} {params.judge} --output {output:q} > {log:q} 2>&1"
+        "valuedrift judge --generations {input.generations:q} {params.judge} --output {output.stances:q} > {log:q} 2>&1"

@@ -125,10 +125,13 @@ def resources_of(kind, wildcards=None):
 
 
 def job_resources(kind):
-    """The `resources:` of a rule of this kind, as callables so per-model overrides apply."""
+    """The `resources:` of a rule of this kind, as callables so per-model overrides apply. The
+    runtime grows with each retry (attempt 2 asks for twice the time): a job killed at its time
+    limit would otherwise be killed again at the same point."""
     return {
-        name: (lambda w, name=name: resources_of(kind, w)[name])
-        for name in ("mem_mb", "runtime", "gpu")
+        "mem_mb": lambda w: resources_of(kind, w)["mem_mb"],
+        "runtime": lambda w, attempt: resources_of(kind, w)["runtime"] * attempt,
+        "gpu": lambda w: resources_of(kind, w)["gpu"],
     }
 
 

@@ -1,11 +1,18 @@
-"""`valuedrift generate`: sample answers to every evaluation question from one snapshot.
+"""`valuedrift generate`: sample answers to every evaluation question from each snapshot of a run.
+
+One process probes a run's snapshots one after another (`--model` lists them, `--output` names one
+generations file per snapshot): the libraries load once per run instead of once per snapshot, and
+each snapshot still gets a file of its own. Sampling is reseeded for every snapshot, so a
+snapshot's answers do not depend on which other snapshots share the process.
 
 Prompts are rendered with the model's chat template, sorted by length and batched (left padding,
 KV cache, several samples per prompt in one call); generation stops at the end-of-turn token.
 Each output row carries the snapshot's position (k, step, fraction) and the caller's tags.
 
 Two backends write the same rows: `hf` (transformers `generate`, the default, any machine) and
-`vllm` (continuous batching and paged attention on GPU clusters where vLLM is installed).
+`vllm` (continuous batching and paged attention on GPU clusters where vLLM is installed). With
+vLLM one engine serves the whole run: LoRA snapshots are adapters over its base model, and a full
+snapshot's weights are loaded into the running engine instead of starting a new one.
 """
 
 from __future__ import annotations
@@ -44,9 +51,9 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     from valuedrift.cli import command_parser
 
     parser = command_parser(subparsers, "generate", __doc__)
-    parser.add_argument("--model", required=True, help="snapshot folder (or hub id)")
+    parser.add_argument("--model", required=True, nargs="+", help="snapshot folders (or hub ids) of one run")
     parser.add_argument("--prompts", required=True, help="evaluation prompts (JSONL: question_id, topic, question)")
-    parser.add_argument("--output", required=True, help="generations JSONL to write")
+    parser.add_argument("--output", required=True, nargs="+", help="generations JSONL to write, one per --model")
     parser.add_argument("--settings", default="{}", help="JSON: GenerationSettings fields")
     parser.add_argument("--tags", default="{}", help="JSON object copied into every row (run identifiers)")
     parser.add_argument("--seed", type=int, default=0)
@@ -109,42 +116,100 @@ def sample_answers(model, tokenizer, questions: list[str], settings: GenerationS
             yield idx[row // n], row % n, text, n_tokens, finished
 
 
-def sample_answers_vllm(model_path: str, questions: list[str], settings: GenerationSettings, seed: int):
-    """Same yield as `sample_answers`, through vLLM; a LoRA snapshot is served over its base model."""
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError as e:
-        raise InputError("behaviour.backend: vllm needs the vllm package (pip install vllm, on a CUDA "
-                         "machine); or set behaviour.backend: hf") from e
-    from transformers import AutoTokenizer, GenerationConfig
+class VllmEngine:
+    """One vLLM engine for all snapshots of a run. The engine starts on the first snapshot; a LoRA
+    snapshot is then one more adapter over the engine's base model, and a full snapshot's weights
+    are reloaded into the running engine (`update_config` + `reload_weights`, vLLM >= 0.10) rather
+    than starting a new engine, which costs tens of seconds to minutes per snapshot."""
 
-    from valuedrift.checksums import verify_snapshot
-    from valuedrift.llm.local import stop_token_ids
+    def __init__(self, settings: GenerationSettings, seed: int):
+        try:
+            from vllm import LLM, SamplingParams
+            from vllm.lora.request import LoRARequest
+        except ImportError as e:
+            raise InputError("behaviour.backend: vllm needs the vllm package (pip install vllm, on a CUDA "
+                             "machine); or set behaviour.backend: hf") from e
+        self.LLM, self.SamplingParams, self.LoRARequest = LLM, SamplingParams, LoRARequest
+        self.settings, self.seed = settings, seed
+        self.llm = None
+        self.base = None       # the folder or hub id whose weights the engine holds
+        self.adapters = 0      # LoRA adapters served so far; each needs an id of its own
 
-    verify_snapshot(model_path)
-    adapter = Path(model_path) / "adapter_config.json"
-    base, lora, rank = model_path, None, 16
-    if adapter.is_file():
-        from vllm.lora.request import LoRARequest
+    def _start(self, model: str, lora_rank: int | None) -> None:
+        self.llm = self.LLM(model=model, dtype=self.settings.dtype, seed=self.seed, enable_lora=lora_rank is not None,
+                            max_lora_rank=lora_rank or 16)
+        self.base = model
 
-        spec = json.loads(adapter.read_text())
-        base, lora, rank = spec["base_model_name_or_path"], LoRARequest("snapshot", 1, str(model_path)), spec["r"]
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    try:
-        generation_config = GenerationConfig.from_pretrained(base)
-    except OSError:  # no generation_config.json: the tokenizer's end of text is the only stop
-        generation_config = None
-    prompts = render_prompts(tokenizer, questions)
-    # the engine's seed, not a per-request one: a request seed would give every question's j-th
-    # sample the same random stream
-    llm = LLM(model=str(base), tokenizer=str(model_path), dtype=settings.dtype, seed=seed,
-              enable_lora=lora is not None, max_lora_rank=rank)
-    params = SamplingParams(n=settings.samples_per_question, temperature=settings.temperature,
-                            top_p=settings.top_p, max_tokens=settings.max_new_tokens,
-                            stop_token_ids=stop_token_ids(generation_config, tokenizer), skip_special_tokens=True)
-    for i, request in enumerate(llm.generate(prompts, params, lora_request=lora)):
-        for sample, out in enumerate(request.outputs):
-            yield i, sample, out.text.strip(), len(out.token_ids), out.finish_reason == "stop"
+    def _load(self, model_path: str):
+        """Point the engine at a snapshot; returns the LoRA request to generate with, if any."""
+        adapter = Path(model_path) / "adapter_config.json"
+        if adapter.is_file():
+            spec = json.loads(adapter.read_text())
+            if self.llm is None:
+                self._start(spec["base_model_name_or_path"], spec["r"])
+            self.adapters += 1
+            return self.LoRARequest(f"snapshot-{self.adapters}", self.adapters, str(model_path))
+        if self.llm is None:
+            self._start(str(model_path), None)
+        elif self.base != str(model_path):
+            self._reload(str(model_path))
+        return None
+
+    def _reload(self, model: str) -> None:
+        try:
+            self.llm.collective_rpc("update_config", args=({"model_config": {"model": model}},))
+            self.llm.collective_rpc("reload_weights")
+        except Exception as e:  # a vLLM without in-place reloading: a new engine, as before
+            log.warning("vLLM could not reload weights in place (%s); starting a new engine for %s", e, model)
+            self.llm = None
+            self._start(model, None)
+            return
+        self.llm.reset_prefix_cache()  # cached prefixes hold the previous weights' keys and values
+        self.base = model
+
+    def sampling(self, n_prompts: int, stops: list[int]) -> list:
+        """One SamplingParams per prompt, each with its own seed: a snapshot's samples then depend only
+        on the seed and the question, never on what the engine generated before. (One seed for all
+        prompts would give every question's j-th sample the same random stream.)"""
+        s = self.settings
+        return [self.SamplingParams(n=s.samples_per_question, temperature=s.temperature, top_p=s.top_p,
+                                    max_tokens=s.max_new_tokens, stop_token_ids=stops, skip_special_tokens=True,
+                                    seed=self.seed * 1_000_003 + i)
+                for i in range(n_prompts)]
+
+    def answers(self, model_path: str, questions: list[str]):
+        """Same yield as `sample_answers`."""
+        from transformers import AutoTokenizer, GenerationConfig
+
+        from valuedrift.checksums import verify_snapshot
+        from valuedrift.llm.local import stop_token_ids
+
+        verify_snapshot(model_path)
+        lora = self._load(model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        try:
+            generation_config = GenerationConfig.from_pretrained(self.base)
+        except OSError:  # no generation_config.json: the tokenizer's end of text is the only stop
+            generation_config = None
+        prompts = render_prompts(tokenizer, questions)
+        params = self.sampling(len(prompts), stop_token_ids(generation_config, tokenizer))
+        for i, request in enumerate(self.llm.generate(prompts, params, lora_request=lora)):
+            for sample, out in enumerate(request.outputs):
+                yield i, sample, out.text.strip(), len(out.token_ids), out.finish_reason == "stop"
+
+
+class HfGenerator:
+    """transformers `generate`: each snapshot loaded in turn, reseeded before it is sampled."""
+
+    def __init__(self, settings: GenerationSettings, seed: int):
+        self.settings, self.seed = settings, seed
+
+    def answers(self, model_path: str, questions: list[str]):
+        from transformers import set_seed
+
+        set_seed(self.seed)
+        model, tokenizer = load_for_inference(model_path, self.settings.dtype)
+        yield from sample_answers(model, tokenizer, questions, self.settings)
 
 
 def load_for_inference(model_path: str, dtype: str = "auto"):
@@ -162,36 +227,33 @@ def load_for_inference(model_path: str, dtype: str = "auto"):
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer
 
 
-def answers(model_path: str, questions: list[str], settings: GenerationSettings, seed: int):
-    """(question index, sample index, answer, new tokens, finished) from the configured backend."""
-    if settings.backend == "vllm":
-        yield from sample_answers_vllm(model_path, questions, settings, seed)
-        return
-    model, tokenizer = load_for_inference(model_path, settings.dtype)
-    yield from sample_answers(model, tokenizer, questions, settings)
+def generation_rows(generator, model: str, prompts: list[dict], base: dict) -> list[dict]:
+    """The answers of one snapshot, as rows sorted by question and sample."""
+    rows = [{**base, **snapshot_position(model), "question_id": prompts[i]["question_id"], "topic": prompts[i]["topic"],
+             "question": prompts[i]["question"], "sample": sample, "answer": text, "n_tokens": n_tokens,
+             "finished": finished}
+            for i, sample, text, n_tokens, finished in generator.answers(model, [p["question"] for p in prompts])]
+    return sorted(rows, key=lambda r: (r["question_id"], r["sample"]))
 
 
 def main(args: argparse.Namespace) -> None:
     import torch
-    from transformers import set_seed
 
     from valuedrift.config import from_dict
     from valuedrift.io import read_jsonl, write_jsonl
 
+    if len(args.model) != len(args.output):
+        raise InputError(f"{len(args.model)} --model folders but {len(args.output)} --output files; give one "
+                         "output per model, in the same order")
     torch.set_num_threads(args.threads)
-    set_seed(args.seed)
     settings = from_dict(GenerationSettings, json.loads(args.settings))
     prompts = read_jsonl(args.prompts, required=["question_id", "topic", "question"])
-    base = {**json.loads(args.tags), **snapshot_position(args.model), "prompts_version": file_version(args.prompts),
-            "generation": asdict(settings)}
-    t0 = time.perf_counter()
-    rows = []
-    for i, sample, text, n_tokens, finished in answers(args.model, [p["question"] for p in prompts], settings, args.seed):
-        p = prompts[i]
-        rows.append({**base, "question_id": p["question_id"], "topic": p["topic"], "question": p["question"],
-                     "sample": sample, "answer": text, "n_tokens": n_tokens, "finished": finished})
-    seconds = time.perf_counter() - t0
-    rows.sort(key=lambda r: (r["question_id"], r["sample"]))
-    write_jsonl(args.output, rows)
-    log.info("%d answers, %d new tokens in %.1f s (%.0f tokens/s)", len(rows), sum(r["n_tokens"] for r in rows),
-             seconds, sum(r["n_tokens"] for r in rows) / max(seconds, 1e-9))
+    base = {**json.loads(args.tags), "prompts_version": file_version(args.prompts), "generation": asdict(settings)}
+    generator = (VllmEngine if settings.backend == "vllm" else HfGenerator)(settings, args.seed)
+    for i, (model, output) in enumerate(zip(args.model, args.output), start=1):
+        t0 = time.perf_counter()
+        rows = generation_rows(generator, model, prompts, base)
+        write_jsonl(output, rows)
+        seconds, tokens = time.perf_counter() - t0, sum(r["n_tokens"] for r in rows)
+        log.info("snapshot %d of %d (%s): %d answers, %d new tokens in %.1f s (%.0f tokens/s)", i, len(args.model),
+                 model, len(rows), tokens, seconds, tokens / max(seconds, 1e-9))

@@ -1,7 +1,8 @@
 """`valuedrift judge`: the stance of every answer, as p(support), p(neutral), p(oppose).
 
 Reads generations (or any JSONL with `question` and `answer`) and writes the same rows without the
-texts, plus the judge's name, version and the three probabilities.
+texts, plus the judge's name, version and the three probabilities. Several files (a run's
+snapshots) are judged in one process, one output each, so the judge loads once per run.
 """
 
 from __future__ import annotations
@@ -23,26 +24,37 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     from valuedrift.cli import command_parser
 
     parser = command_parser(subparsers, "judge", __doc__)
-    parser.add_argument("--generations", required=True, help="answers to judge (JSONL: question, answer, ...)")
+    parser.add_argument("--generations", required=True, nargs="+",
+                        help="answers to judge (JSONL: question, answer, ...), one file per snapshot")
     judge_arguments(parser, required=False)
-    parser.add_argument("--output", required=True, help="stances JSONL to write")
+    parser.add_argument("--output", required=True, nargs="+", help="stances JSONL to write, one per --generations")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    from valuedrift import STANCES
     from valuedrift.behaviour.judges import judge_from_args
+    from valuedrift.io import InputError
+
+    if len(args.generations) != len(args.output):
+        raise InputError(f"{len(args.generations)} --generations files but {len(args.output)} --output files; "
+                         "give one output per input, in the same order")
+    judge = judge_from_args(args)
+    for generations, output in zip(args.generations, args.output):
+        judge_file(judge, generations, output)
+
+
+def judge_file(judge, generations: str, output: str) -> None:
+    from valuedrift import STANCES
     from valuedrift.io import read_jsonl, write_jsonl
 
-    rows = read_jsonl(args.generations, required=("question", "answer"))
-    judge = judge_from_args(args)
+    rows = read_jsonl(generations, required=("question", "answer"))
     probs = judge.predict_proba([r["question"] for r in rows], [r["answer"] for r in rows]) if rows else []
-    check_probabilities(probs, rows, judge, args.generations)
+    check_probabilities(probs, rows, judge, generations)
     out = ({**{k: v for k, v in r.items() if k not in DROPPED}, "judge": judge.name,
             "judge_version": judge.version, **{f"p_{s}": float(p[i]) for i, s in enumerate(STANCES)}}
            for r, p in zip(rows, probs))
-    n = write_jsonl(args.output, out)
-    log.info("judged %d answers with %s (version %s)", n, judge.name, judge.version)
+    n = write_jsonl(output, out)
+    log.info("%s: judged %d answers with %s (version %s)", generations, n, judge.name, judge.version)
 
 
 def check_probabilities(probs, rows: list[dict], judge, path: str) -> None:
