@@ -1,8 +1,10 @@
 """`valuedrift plan`: job counts from the real DAG, work and disk estimates that match what the
-workflow builds, and the cost table of the paper-scale config."""
+workflow builds, the cost table of the paper-scale config, and its GPU-hours on a named GPU."""
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,9 @@ import pytest
 import yaml
 
 from valuedrift.config import merge
-from valuedrift.plan import count_parameters, estimate, lora_parameters, miniature_config, phase_work
+from valuedrift.gpus import GPUS
+from valuedrift.plan import (MFU, Stage, count_parameters, decoding, duration, estimate, gpu_hours, lora_parameters,
+                             mfu_setting, miniature_config, phase_work, sampling_batch)
 
 from conftest import TINY_MODEL
 
@@ -78,10 +82,12 @@ def test_plan_prints_the_cost_table_of_the_paper_scale_study(root):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     total = next(line for line in lines if line.startswith("total")).split()
-    assert total[1] == "2555"  # the jobs of the dry run the workflow's own test checks
+    assert total[1] == "475"  # the jobs of the dry run the workflow's own test checks
     rows = {cells[0]: cells for cells in map(str.split, lines) if len(cells) > 1 and cells[1].isdigit()}
-    assert rows["generate"][1] == rows["judge"][1] == "1144"
+    assert rows["generate"][1] == rows["judge"][1] == "104"  # one job each per run
     assert "judge API requests" in out.stdout and "snapshots:" in out.stdout and "device time at the throughput" in out.stdout
+    assert "(measured: the benchmarks' costs file benchmarks/costs/cpu-2core.json)" in out.stdout
+    assert "GPU-h" not in out.stdout  # no estimate unless a GPU is named
     assert "8B parameters read from its name" in out.stdout
     # the 8B models' ZeRO-3 checkpoints: 16-bit weights, fp32 master weights and moments
     assert "resume checkpoints: up to 112.0 GB per training job" in out.stdout
@@ -90,3 +96,100 @@ def test_plan_prints_the_cost_table_of_the_paper_scale_study(root):
 def test_plan_without_a_costs_file_says_how_to_make_one(root, tmp_path):
     out = run_plan(root, "config.yaml", "--costs", str(tmp_path / "none.json"))
     assert out.returncode != 0 and "--save-costs" in out.stderr
+
+
+# ---- GPU-hours on a named GPU ------------------------------------------------------------------
+
+def test_gpu_hours_are_flops_at_mfu_of_the_peak_and_decoding_at_the_bandwidth_roofline():
+    h100 = GPUS["H100"]
+    n, tokens = 1e9, 1e6
+    sampled = decoding(tokens, n, batch=16, dtype="bfloat16", kv=0, new_tokens=256)
+    assert sampled.flops == 2 * n * tokens
+    assert sampled.bytes == tokens / 16 * n * 2  # the bf16 weights once per step of 16 tokens
+    stage = Stage("preference", "train", flops=3.6e18 + sampled.flops, decoding=[sampled])
+    train_s = 3.6e18 / (989e12 * 0.4)
+    memory_s = tokens / 16 * 2e9 / 3.35e12  # 37 s, above the 4 s its FLOPs take at MFU 0.5
+    assert gpu_hours(stage, h100, MFU) == pytest.approx((train_s + memory_s) / 3600)
+    # at 1024 sequences a step the weights take 2.3 s to read: the FLOPs bound it instead
+    wide = decoding(tokens, n, batch=1024, dtype="bfloat16", kv=0, new_tokens=256)
+    stage = Stage("generate", "generate", flops=wide.flops, decoding=[wide])
+    assert gpu_hours(stage, h100, MFU) == pytest.approx(2 * n * tokens / (989e12 * 0.5) / 3600)
+    assert gpu_hours(stage, GPUS["A100"], {"train": 0.4, "forward": 0.25}) == pytest.approx(
+        2 * n * tokens / (312e12 * 0.25) / 3600)
+
+
+def test_decoding_reads_each_sequences_kv_cache_half_its_new_tokens_long_on_average():
+    d = decoding(1000, 1e6, batch=10, dtype="float32", kv=128, new_tokens=100)
+    assert d.bytes == (1000 / 10 * 1e6 + 1000 * 128 * 100 / 2) * 4
+
+
+def test_sampling_batch_is_what_trl_decodes_at_once_on_one_gpu():
+    assert sampling_batch("ppo", {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}, 8)[0] == 16
+    assert sampling_batch("ppo", {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 4}, 1)[0] == 64
+    assert sampling_batch("grpo", {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}, 2)[0] == 16
+    assert sampling_batch("grpo", {"per_device_train_batch_size": 8, "steps_per_generation": 4}, 2)[0] == 32
+    assert sampling_batch("rloo", {"generation_batch_size": 64}, 2)[0] == 32
+
+
+def test_estimate_decodes_answers_and_online_samples_with_their_kv_cache(default_config):
+    c = default_config
+    plan = estimate(c)
+    m, b = c["models"]["tiny"]["miniature"], c["behaviour"]
+    n = count_parameters(miniature_config(m))
+    kv = 2 * m["num_layers"] * m["hidden_size"]  # a key and a value per layer, every head
+    batch = min(b["batch_size"], 11 * c["world"]["eval_questions_per_topic"] * b["samples_per_question"])
+    generate = plan.stages["generate"]
+    assert sum(d.flops for d in generate.decoding) == pytest.approx(generate.flops)
+    tokens = generate.tokens / len(generate.decoding)  # one entry per run, all of the same model
+    for d in generate.decoding:  # auto is bf16 on a GPU
+        assert d.bytes == pytest.approx((tokens / batch * n + tokens * kv * b["max_new_tokens"] / 2) * 2)
+    online = [a for a in c["grid"]["algorithms"] if a in ("ppo", "grpo", "rloo")]
+    assert len(plan.stages["preference"].decoding) == len(online) * len(c["grid"]["preference_datasets"])
+    assert not plan.stages["SFT"].decoding and not plan.no_kv
+
+
+def test_gpu_hours_of_a_training_job_do_not_shrink_with_its_gpus(default_config):
+    """GPU-hours are the work over one GPU's rate: more GPUs per job, the same GPU-hours."""
+    c = merge(default_config, {"grid": {"algorithms": ["dpo", "ppo"]}})
+    hours = [sum(gpu_hours(s, GPUS["H100"], MFU) for s in estimate(merge(c, {"resources": {"train": {"gpu": g}}}))
+                 .stages.values()) for g in (1, 8)]
+    assert hours[0] == pytest.approx(hours[1]) and hours[0] > 0
+
+
+def test_mfu_settings_name_an_operation_or_set_all():
+    assert mfu_setting("train=0.3") == {"train": 0.3}
+    assert mfu_setting("0.3") == {"train": 0.3, "forward": 0.3}
+    for bad in ("decode=0.3", "train=1.5", "train=0", "fast"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            mfu_setting(bad)
+
+
+def time_cells(line: str) -> list[str]:
+    return re.findall(r"([\d,.]+ (?:h|min|s))(?=\s|$)", line)
+
+
+def test_plan_on_a_named_gpu_prints_its_gpu_hours_beside_the_measured_device_time(root):
+    out = run_plan(root, "config.yaml", "workflow/experiments/value-drifts.yaml", "--gpu", "H100")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # the legend is wrapped
+    assert "H100 GPU-h: estimated, not measured, from vendor peak figures of the H100 SXM" in text
+    assert "MFU 0.4 (training) and 0.5 (forward passes; --mfu) of 989 TFLOP/s (dense BF16)" in text
+    assert "at the bandwidth roofline" in text and "at 3.35 TB/s" in text
+    assert "(measured: the benchmarks' costs file benchmarks/costs/cpu-2core.json)" in text
+    assert "generate: 256 sequences per step on one GPU (behaviour.batch_size)" in text
+    assert "ppo sampling: 16 sequences per GPU" in text
+    lines = out.stdout.splitlines()
+    assert next(line for line in lines if line.startswith("stage")).endswith("device time    H100 GPU-h")
+    total = time_cells(next(line for line in lines if line.startswith("total")))
+    assert len(total) == 2  # measured, then estimated
+    c = {}
+    for path in ("config.yaml", "workflow/experiments/value-drifts.yaml"):
+        c = merge(c, yaml.safe_load((root / path).read_text()))
+    expected = sum(gpu_hours(stage, GPUS["H100"], MFU) for stage in estimate(c).stages.values())
+    assert total[1] == duration(expected)
+
+
+def test_plan_refuses_an_unknown_gpu_and_names_the_known_ones(root):
+    out = run_plan(root, "config.yaml", "--gpu", "V100")
+    assert out.returncode != 0
+    assert "V100" in out.stderr and all(name in out.stderr for name in ("H100", "H200", "A100"))

@@ -1,6 +1,6 @@
 """`valuedrift plan`: what a config will cost, before it is submitted.
 
-    valuedrift plan config.yaml workflow/experiments/value-drifts.yaml
+    valuedrift plan config.yaml workflow/experiments/value-drifts.yaml [--gpu H100]
 
 Jobs per stage come from Snakemake's own dry run of the config. Work per stage is estimated from
 the config: tokens processed (upper bounds: answers at max_new_tokens, texts at max_length) times
@@ -10,6 +10,11 @@ one device (`--costs`, a file written by `benchmarks/*.py --save-costs`): GPU ho
 were measured on one GPU. Scaling by FLOPs holds for models big enough to keep the device busy;
 models as small as the miniature one spend their time on overheads instead. Disk is the snapshots'
 weights in their stored dtype, and the working space of the largest resume checkpoint.
+
+With `--gpu` the plan also estimates GPU-hours on that GPU from its vendor peak figures: FLOPs at a
+model-FLOPs utilisation (`--mfu`, stated in the output), and decoding (answers, and the sampling of
+PPO, GRPO and RLOO) at the bandwidth roofline, since a decoding step reads every weight to write one
+token per sequence of its batch. GPU-hours are work over one GPU's rate, whatever the GPUs per job.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
+
+from valuedrift.gpus import GPU, GPUS
 
 DEFAULT_COSTS = Path(__file__).resolve().parents[2] / "benchmarks" / "costs" / "cpu-2core.json"
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -34,6 +42,19 @@ BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 TRL_DEFAULTS = {"num_train_epochs": 3, "max_length": 1024, "max_completion_length": 256, "num_generations": 8,
                 "response_length": 53, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
 JUDGE_PROMPT_TOKENS = 200  # the judge's instructions and the question around each answer
+# Model-FLOPs utilisation the GPU estimate assumes. Dense 3-8B models trained with ZeRO and
+# activation checkpointing reach about 35-45 % (MFU counts 6·N per token, so recomputation counts
+# as lost utilisation); forward passes over long batched texts skip backward and optimizer and do better.
+MFU = {"train": 0.4, "forward": 0.5}
+# TRL's PPO decodes its rollout batch in chunks of this many sequences unless a config sets it
+PPO_ROLLOUT_CHUNK = 64
+
+
+@dataclass
+class Decoding:
+    """One run's sampling, as the bandwidth roofline needs it."""
+    flops: float
+    bytes: float              # read from GPU memory: the weights once per step, each sequence's KV cache
 
 
 @dataclass
@@ -44,6 +65,7 @@ class Stage:
     tokens: float = 0.0
     flops: float = 0.0
     requests: int = 0         # API calls (judging through an API costs no GPU time)
+    decoding: list[Decoding] = field(default_factory=list)  # the part of `flops` spent sampling, per run
 
 
 @dataclass
@@ -53,6 +75,8 @@ class Plan:
     snapshots: int = 0
     checkpoint_bytes: float = 0.0  # the largest resume checkpoint one training job holds
     notes: list[str] = field(default_factory=list)
+    decoding_notes: list[str] = field(default_factory=list)  # the GPU estimate's batch assumptions
+    no_kv: list[str] = field(default_factory=list)           # models whose KV cache the estimate leaves out
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -63,7 +87,27 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--costs", default=str(DEFAULT_COSTS),
                         help="measured throughput (JSON from benchmarks/*.py --save-costs); default: %(default)s")
     parser.add_argument("--snakefile", default="Snakefile", help="the workflow whose dry run counts the jobs")
+    parser.add_argument("--gpu", type=str.upper, choices=sorted(GPUS),
+                        help="also estimate GPU-hours on this GPU from its vendor peak figures")
+    parser.add_argument("--mfu", type=mfu_setting, action="append", default=[], metavar="[train=|forward=]X",
+                        help="model-FLOPs utilisation of the GPU estimate, for training or forward passes (and "
+                             "compute-bound decoding), or both without a name; default: "
+                             + ", ".join(f"{k}={v}" for k, v in MFU.items()))
     return parser
+
+
+def mfu_setting(value: str) -> dict[str, float]:
+    """`train=0.3` sets one operation's MFU, a bare `0.3` every operation's."""
+    name, _, number = value.rpartition("=")
+    if name and name not in MFU:
+        raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(MFU)}")
+    try:
+        mfu = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{number!r} is not a number") from None
+    if not 0 < mfu <= 1:
+        raise argparse.ArgumentTypeError(f"{mfu} is not a fraction in (0, 1]")
+    return dict.fromkeys([name] if name else MFU, mfu)
 
 
 # ---- sizes -------------------------------------------------------------------------------------
@@ -93,6 +137,11 @@ def miniature_config(m: dict):
                        num_key_value_heads=m["num_heads"], head_dim=h // m["num_heads"], tie_word_embeddings=True)
 
 
+def model_config(spec: dict):
+    """The transformers config of a model of `models`; None where it is not readable here."""
+    return miniature_config(spec["miniature"]) if "miniature" in spec else readable_config(spec["path"])
+
+
 @functools.cache
 def hub_reachable() -> bool:
     """One quick connection instead of the hub client's retries, which take minutes offline."""
@@ -106,6 +155,7 @@ def hub_reachable() -> bool:
         return False
 
 
+@functools.cache  # the size, the adapters and the KV cache all ask
 def readable_config(path: str):
     """The model's config from a folder, the local hub cache or the hub; None where none has it."""
     from transformers import AutoConfig
@@ -131,11 +181,23 @@ def count_parameters(config) -> float:
     return float(sum(p.numel() for p in meta_model(config).parameters()))
 
 
+def kv_values_per_token(spec: dict) -> int | None:
+    """Numbers a model's KV cache holds per token (a key and a value per layer and KV head); None
+    where its config is not readable here."""
+    config = model_config(spec)
+    if config is None:
+        return None
+    text = config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return 2 * text.num_hidden_layers * heads * head_dim
+
+
 def lora_parameters(n: float, spec: dict, lora: dict, notes: list[str]) -> float:
     """Adapter size: r·(in + out) per targeted linear layer, exact from a readable config."""
     import torch
 
-    config = miniature_config(spec["miniature"]) if "miniature" in spec else readable_config(spec["path"])
+    config = model_config(spec)
     r, targets = lora.get("r", 8), lora.get("target_modules", "all-linear")
     if config is None:
         notes.append(f"LoRA adapters of {spec.get('path')}: about 0.6 % of the weights at r 16 (config not readable)")
@@ -204,6 +266,45 @@ def phase_work(algorithm: str, settings: dict, rows: int, n: float, gpus: int, r
     return tokens, tokens * n * (6 + (2 if algo.reference_model else 0))
 
 
+def decoding(tokens: float, n: float, batch: int, dtype: str, kv: int, new_tokens: int) -> Decoding:
+    """Writing `tokens` with a model of n parameters, `batch` sequences per step on one GPU: each step
+    reads the weights once for the whole batch, and each sequence its own KV cache of kv values per
+    token, on average half its new tokens long (the prompt's cache is left out)."""
+    steps = tokens / batch
+    return Decoding(2 * n * tokens, (steps * n + tokens * kv * new_tokens / 2) * BYTES[dtype])
+
+
+def sampling_batch(algorithm: str, settings: dict, gpus: int) -> tuple[int, str]:
+    """Sequences one GPU decodes per step while an online algorithm samples with transformers'
+    generate (TRL 1.x), and where that number comes from."""
+    per_device = trl(settings, "per_device_train_batch_size")
+    if algorithm == "ppo":  # its rollout batch, decoded in chunks
+        rollout = per_device * trl(settings, "gradient_accumulation_steps")
+        chunk = settings.get("local_rollout_forward_batch_size", PPO_ROLLOUT_CHUNK)
+        return min(rollout, chunk), f"per_device_train_batch_size x gradient_accumulation_steps, at most {chunk}"
+    if settings.get("generation_batch_size"):
+        return settings["generation_batch_size"] // max(gpus, 1), "generation_batch_size over the GPUs"
+    steps = settings.get("steps_per_generation") or trl(settings, "gradient_accumulation_steps")
+    return per_device * steps, "per_device_train_batch_size x steps_per_generation"
+
+
+def kv_cache(plan: Plan, config: dict, model: str) -> int:
+    """KV values per token of `model`; 0, noted, where its config is not readable."""
+    kv = kv_values_per_token(config["models"][model])
+    if kv is None and model not in plan.no_kv:
+        plan.no_kv.append(model)
+    return kv or 0
+
+
+def sampling(plan: Plan, config: dict, model: str, algorithm: str, settings: dict, tokens: float,
+             n: float) -> Decoding:
+    """The sampling of an online phase, whose counted tokens are all sampled ones."""
+    batch, source = sampling_batch(algorithm, settings, train_gpus(config, model))
+    plan.decoding_notes.append(f"{algorithm} sampling: {batch} sequences per GPU ({source})")
+    new_tokens = trl(settings, "response_length" if algorithm == "ppo" else "max_completion_length")
+    return decoding(tokens, n, batch, trained_dtype(config, model), kv_cache(plan, config, model), new_tokens)
+
+
 def add(stage: Stage, tokens: float, flops: float) -> None:
     stage.tokens += tokens
     stage.flops += flops
@@ -253,7 +354,10 @@ def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
         settings = config["reward_model"] if algorithm == "reward" else config["algorithms"][algorithm]
         rows = dataset_rows("preference", pref_data, config["preference_datasets"][pref_data], plan.notes)
     if rows is not None:
-        add(stage, *phase_work(algorithm, settings, rows, n, train_gpus(config, model), algorithm != "reward"))
+        tokens, flops = phase_work(algorithm, settings, rows, n, train_gpus(config, model), algorithm != "reward")
+        add(stage, tokens, flops)
+        if ALGORITHMS[algorithm].data in ("prompt", "prompt_ids"):  # online: it samples what it learns from
+            stage.decoding.append(sampling(plan, config, model, algorithm, settings, tokens, n))
     lora = bool(config["lora"]) and algorithm not in ("sft", "reward") and ALGORITHMS[algorithm].lora
     params = lora_parameters(n, config["models"][model], config["lora"], plan.notes) if lora else n
     plan.disk_bytes += snapshots * snapshot_bytes(config, model, params)
@@ -262,11 +366,12 @@ def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
         plan.checkpoint_bytes = max(plan.checkpoint_bytes, checkpoint_bytes(config, model, params, lora))
 
 
-def add_probes(plan: Plan, config: dict, n: float, judge_n: float | None) -> None:
+def add_probes(plan: Plan, config: dict, model: str, n: float, judge_n: float | None) -> None:
     """The behaviour and representation probes of one run's snapshots."""
     snapshots, behaviour = config["snapshots_per_phase"] + 1, config["behaviour"]
     answers = snapshots * eval_questions(config) * behaviour["samples_per_question"]
     add(plan.stages["generate"], answers * behaviour["max_new_tokens"], 2 * n * answers * behaviour["max_new_tokens"])
+    add_answers(plan, config, model, n, answers * behaviour["max_new_tokens"])
     tokens = 2 * probe_pairs(config) * snapshots * config["representation"]["hidden"].get("max_length", 2048)
     add(plan.stages["hidden states"], tokens, 2 * n * tokens)
     judge = config["judges"][config["judge"]["name"]]
@@ -275,6 +380,18 @@ def add_probes(plan: Plan, config: dict, n: float, judge_n: float | None) -> Non
     elif judge["kind"] == "local_llm":
         tokens = answers * (behaviour["max_new_tokens"] + JUDGE_PROMPT_TOKENS)
         add(plan.stages["judge"], tokens, 2 * judge_n * tokens)
+
+
+def add_answers(plan: Plan, config: dict, model: str, n: float, tokens: float) -> None:
+    """The behaviour probe's decoding: one generate() call holds batch_size sequences, fewer where a
+    snapshot has fewer answers to write."""
+    behaviour = config["behaviour"]
+    batch = min(behaviour["batch_size"], eval_questions(config) * behaviour["samples_per_question"])
+    dtype = behaviour.get("dtype", "auto").replace("auto", "bfloat16")  # auto is bf16 on each GPU of GPUS
+    plan.decoding_notes.append(f"generate: {batch} sequences per step on one GPU (behaviour.batch_size), "
+                               f"weights in {dtype}")
+    plan.stages["generate"].decoding.append(
+        decoding(tokens, n, batch, dtype, kv_cache(plan, config, model), behaviour["max_new_tokens"]))
 
 
 def estimate(config: dict) -> Plan:
@@ -289,8 +406,8 @@ def estimate(config: dict) -> Plan:
     judge_n = parameter_count("judge", {"path": judge["model"]}, plan.notes) if judge["kind"] == "local_llm" else None
     for run in grid.runs(config) + grid.reward_models(config):
         add_phase(plan, config, run, sizes[run.split("/")[0]])
-    for run in grid.runs(config):
-        add_probes(plan, config, sizes[run.split("/")[0]], judge_n)
+    for model in (run.split("/")[0] for run in grid.runs(config)):
+        add_probes(plan, config, model, sizes[model], judge_n)
     if judge["kind"] == "stance_classifier":
         plan.notes.append("judge: a trained stance classifier, seconds of CPU per snapshot")
     return plan
@@ -329,27 +446,71 @@ def human(x: float, unit: str = "") -> str:
 def duration(hours: float) -> str:
     if hours >= 100:
         return f"{hours:,.0f} h"
+    if hours * 60 < 0.1:  # a miniature study's stages on a GPU
+        return f"{hours * 3600:.1f} s"
     return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
 
 
-def render(plan: Plan, counts: dict[str, int], costs: dict, config: dict, title: str) -> str:
-    rate = costs["flops_per_s"]
-    for rule, n in counts.items():
-        plan.stages[STAGE_OF_RULE.get(rule, "other")].jobs += n
-    lines = [f"valuedrift plan: {title}",
-             f"device time at the throughput measured on: {costs['device']}",
-             "",
-             f"{'stage':<15}{'jobs':>7}{'tokens (at most)':>19}{'FLOPs':>12}{'device time':>14}"]
-    total_hours = 0.0
+def gpu_hours(stage: Stage, gpu: GPU, mfu: dict[str, float]) -> float:
+    """Estimated GPU-hours of a stage: its FLOPs at `mfu` of the GPU's peak, its decoding at the
+    roofline. Work over one GPU's rate, so a job on k GPUs counts k GPU-hours per hour."""
+    sampled = sum(d.flops for d in stage.decoding)
+    rate = gpu.flops_per_s * mfu["train" if stage.operation == "train" else "forward"]
+    decoding_s = sum(roofline_seconds(d, gpu, mfu["forward"]) for d in stage.decoding)
+    return ((stage.flops - sampled) / rate + decoding_s) / 3600
+
+
+def roofline_seconds(d: Decoding, gpu: GPU, mfu: float) -> float:
+    """Decoding takes the longer of reading its bytes at peak bandwidth and its FLOPs at `mfu`."""
+    return max(d.bytes / gpu.bytes_per_s, d.flops / (gpu.flops_per_s * mfu))
+
+
+def legend(costs: dict, costs_file: str, gpu: GPU | None, mfu: dict[str, float]) -> list[str]:
+    """What each time column is: measured throughput, or an estimate from vendor peaks."""
+    lines = [f"device time at the throughput measured on: {costs['device']}",
+             f"  (measured: the benchmarks' costs file {costs_file})"]
+    if gpu is None:
+        return lines
+    text = (f"{gpu.name} GPU-h: estimated, not measured, from vendor peak figures of the {gpu.model}: FLOPs at "
+            f"MFU {mfu['train']} (training) and {mfu['forward']} (forward passes; --mfu) of {gpu.flops_per_s / 1e12:g} "
+            "TFLOP/s (dense BF16); decoding (generate; PPO, GRPO and RLOO sampling) at the bandwidth roofline: "
+            "each step reads the weights once for its whole batch, and each sequence its KV cache, at "
+            f"{gpu.bytes_per_s / 1e12:g} TB/s (HBM), or takes its FLOPs at MFU {mfu['forward']} where that is longer. "
+            "GPU-hours count every GPU of a job.")
+    return lines + textwrap.wrap(text, 100, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def table(plan: Plan, rate: dict, gpu: GPU | None, mfu: dict[str, float]) -> list[str]:
+    """One row per stage and the total: measured device time, and GPU-hours where `gpu` is named."""
+    head = f"{'stage':<15}{'jobs':>7}{'tokens (at most)':>19}{'FLOPs':>12}{'device time':>14}"
+    lines = [head + (f"{gpu.name + ' GPU-h':>14}" if gpu else "")]
+    measured = estimated = 0.0
     for stage in plan.stages.values():
         hours = stage.flops / rate[stage.operation] / 3600 if stage.operation in rate else 0.0
-        total_hours += hours
-        cells = [human(stage.tokens), human(stage.flops), duration(hours)] if stage.flops else ["", "", ""]
-        lines.append(f"{stage.name:<15}{stage.jobs:>7}{cells[0]:>19}{cells[1]:>12}{cells[2]:>14}")
-    lines.append(f"{'total':<15}{sum(counts.values()):>7}{'':>19}{human(sum(s.flops for s in plan.stages.values())):>12}"
-                 f"{duration(total_hours):>14}")
+        gpu_h = gpu_hours(stage, gpu, mfu) if gpu else 0.0
+        measured, estimated = measured + hours, estimated + gpu_h
+        cells = [human(stage.tokens), human(stage.flops), duration(hours), duration(gpu_h)] if stage.flops else [""] * 4
+        lines.append(f"{stage.name:<15}{stage.jobs:>7}{cells[0]:>19}{cells[1]:>12}{cells[2]:>14}"
+                     + (f"{cells[3]:>14}" if gpu else ""))
+    lines.append(f"{'total':<15}{sum(s.jobs for s in plan.stages.values()):>7}{'':>19}"
+                 f"{human(sum(s.flops for s in plan.stages.values())):>12}{duration(measured):>14}"
+                 + (f"{duration(estimated):>14}" if gpu else ""))
+    return [line.rstrip() for line in lines]
+
+
+def render(plan: Plan, counts: dict[str, int], costs: dict, config: dict, title: str, costs_file: str = "",
+           gpu: GPU | None = None, mfu: dict[str, float] = MFU) -> str:
+    for rule, n in counts.items():
+        plan.stages[STAGE_OF_RULE.get(rule, "other")].jobs += n
+    lines = [f"valuedrift plan: {title}", *legend(costs, costs_file, gpu, mfu), "",
+             *table(plan, costs["flops_per_s"], gpu, mfu)]
     if plan.stages["judge"].requests:
         lines.append(f"\njudge API requests: {plan.stages['judge'].requests:,} (cached; a rerun sends none again)")
+    if gpu is not None:
+        lines += ["", f"{gpu.name} GPU-h, decoding steps (the prompts' KV cache left out):"]
+        lines += [f"  - {note}" for note in dict.fromkeys(plan.decoding_notes)]
+        if plan.no_kv:
+            lines.append(f"  - KV cache left out for {', '.join(plan.no_kv)} (config not readable here): weights only")
     storage = config["storage"]
     lines += ["", f"snapshots: {plan.snapshots:,}, {human(plan.disk_bytes, 'B')} in all "
                   f"(stored as {storage['snapshot_dtype'].replace('auto', 'trained')})",
@@ -365,6 +526,12 @@ def render(plan: Plan, counts: dict[str, int], costs: dict, config: dict, title:
     return "\n".join(lines)
 
 
+def shown(path: Path) -> str:
+    """A path as short as it reads unambiguously from here."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def main(args: argparse.Namespace) -> None:
     from valuedrift.config import merge, validate_config
 
@@ -376,5 +543,7 @@ def main(args: argparse.Namespace) -> None:
     if not costs_path.is_file():
         raise SystemExit(f"plan: no costs file {costs_path}; write one with benchmarks/*.py --save-costs")
     costs = json.loads(costs_path.read_text())
+    mfu = {name: value for setting in (MFU, *args.mfu) for name, value in setting.items()}
     plan = estimate(config)
-    print(render(plan, job_counts(args.snakefile, args.configs), costs, config, " + ".join(args.configs)))
+    print(render(plan, job_counts(args.snakefile, args.configs), costs, config, " + ".join(args.configs),
+                 shown(costs_path), GPUS.get(args.gpu), mfu))
