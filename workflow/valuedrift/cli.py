@@ -30,6 +30,8 @@ COMMANDS = {
     "judge": "valuedrift.behaviour.judge",
     "aggregate": "valuedrift.analysis.aggregate",
     "drift": "valuedrift.analysis.drift",
+    "training-health": "valuedrift.analysis.training_health",
+    "judge-sensitivity": "valuedrift.analysis.judge_sensitivity",
     "plot": "valuedrift.analysis.plots",
     "probe-representations": "valuedrift.representation.probe_run",
     "representation-report": "valuedrift.representation.report",
