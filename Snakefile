@@ -41,6 +41,8 @@ localrules:
     aggregate,
     drift,
     plot,
+    training_health,
+    judge_sensitivity,
 
 
 rule all:

@@ -45,7 +45,7 @@ def naive(model, tokenizer, questions, settings) -> int:
 def pipeline(model, tokenizer, questions, settings) -> int:
     from valuedrift.behaviour.generate import sample_answers
 
-    return sum(n for _, _, _, n, _ in sample_answers(model, tokenizer, questions, settings))
+    return sum(s.n_tokens for s in sample_answers(model, tokenizer, questions, settings))
 
 
 def measure(fn, repeats: int, *args) -> dict:

@@ -102,7 +102,7 @@ def test_filter_can_only_narrow_the_grid():
 
 def test_judge_reward_needs_value_gap_sets():
     msg = problem(broken(lambda c: c.update(online_reward="judge")))
-    assert "online_reward" in msg and "'style_only'" in msg
+    assert "online_reward" in msg and "'support_chosen_null'" in msg  # a null set has no chosen stance
 
 
 def dry_run(*args):
@@ -125,9 +125,9 @@ def test_dry_run_shows_every_stage():
 
 
 def test_filter_runs_part_of_the_grid():
-    out = dry_run("--config", "filter={algorithms: [kto], preference_datasets: [style_only]}")
-    assert "kto-style_only" in out
-    assert "dpo-" not in out and "kto-support_chosen" not in out and "train_reward_model" not in out
+    out = dry_run("--config", "filter={algorithms: [kto], preference_datasets: [support_chosen_null], seeds: [1]}")
+    assert "seed-1/sft-wildchat_like/kto-support_chosen_null" in out and "seed-0/" not in out
+    assert "dpo-" not in out and "kto-support_chosen/" not in out and "train_reward_model" not in out
 
 
 def test_lint_reports_nothing():
@@ -394,3 +394,36 @@ def test_snakemake_config_strings_reach_training_as_numbers():
     out = dry_run("-p", "--config", 'algorithms={dpo: {beta: "0.5"}}',
                   "filter={algorithms: [dpo], preference_datasets: [support_chosen]}")
     assert '"beta": 0.5,' in out
+
+
+def test_a_variant_names_its_algorithm():
+    ok = broken(lambda c: c["algorithms"].update(simpo_g0={**c["algorithms"]["simpo"], "algorithm": "simpo",
+                                                          "simpo_gamma": 0.0}))
+    ok["grid"]["algorithms"].append("simpo_g0")
+    validate_config(ok)
+    msg = problem(broken(lambda c: c["algorithms"].update(fancy={"beta": 0.1})))
+    assert "algorithms.fancy" in msg and "`algorithm:`" in msg
+    msg = problem(broken(lambda c: c["algorithms"]["dpo"].update(algorithm="kto")))
+    assert "algorithms.dpo.algorithm" in msg and "name the variant differently" in msg
+    msg = problem(broken(lambda c: c["algorithms"].update(v={"algorithm": "simpo", "simpo_gama": 0.5})))
+    assert "algorithms.v.simpo_gama" in msg and "CPOConfig" in msg  # the variant's settings are its algorithm's
+
+
+def test_a_derived_set_names_an_underived_source():
+    msg = problem(broken(lambda c: c["preference_datasets"].update(x={"derived": {"from": "nope", "gap_share": 0}})))
+    assert "preference_datasets.x.derived.from" in msg and "'nope'" in msg
+    msg = problem(broken(lambda c: c["preference_datasets"].update(
+        x={"derived": {"from": "support_chosen_null", "gap_share": 0.5}})))
+    assert "is itself derived" in msg
+
+
+def test_snapshot_fractions_increase_to_the_end():
+    validate_config(broken(lambda c: c.update(snapshots_per_phase=[0.05, 0.2, 1.0])))
+    assert "must increase and end at 1.0" in problem(broken(lambda c: c.update(snapshots_per_phase=[0.5, 0.2, 1.0])))
+    assert "must increase and end at 1.0" in problem(broken(lambda c: c.update(snapshots_per_phase=[0.2, 0.5])))
+
+
+def test_training_seeds_are_a_grid_axis():
+    assert "grid.seeds" in problem(broken(lambda c: c["grid"].update(seeds=[])))
+    assert "grid.seeds" in problem(broken(lambda c: c["grid"].update(seeds=[1.5])))
+    assert "filter.seeds" in problem(broken(lambda c: c["filter"].update(seeds=[7])))

@@ -101,8 +101,48 @@ def test_a_run_in_one_process_writes_what_each_snapshot_would_alone(tiny, prompt
         alone = tmp_path / "alone.jsonl"
         cli(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(alone),
              "--settings", settings])
-        assert read_jsonl(out) == read_jsonl(alone)
+        # the same answers and scores; only the start's scores need the start in the same job
+        drop = ("logp_start",)
+        assert [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(out)] == \
+               [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(alone)]
     assert read_jsonl(together[0]) != read_jsonl(together[1])
+
+
+def test_answers_are_scored_under_the_snapshot_and_the_start(tiny, prompts, tmp_path):
+    """logp and logp_start are each answer's log-probability, at the sampling temperature, under the
+    snapshot and under the run's start: checked token by token by hand for a few answers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    other = perturbed_copy(tiny, tmp_path / "other")
+    (other / "meta.json").write_text(json.dumps({"k": 1, "step": 5, "fraction": 0.5}))
+    outs = [tmp_path / "k0.jsonl", tmp_path / "k1.jsonl"]
+    cli(["generate", "--model", str(tiny / "base"), str(other), "--prompts", str(prompts), "--output", *map(str, outs),
+         "--settings", json.dumps({"samples_per_question": 2, "max_new_tokens": 10, "temperature": 0.7})])
+    start, later = read_jsonl(outs[0]), read_jsonl(outs[1])
+    assert all(r["logp"] == r["logp_start"] for r in start)  # k=0 is the start
+    assert all(r["logp"] < 0 and r["logp_start"] < 0 for r in later)
+    assert any(abs(r["logp"] - r["logp_start"]) > 1e-3 for r in later)
+
+    # by hand: each sampled token's log-probability, one forward pass per token
+    from valuedrift.behaviour.generate import GenerationSettings, HfGenerator, render_prompts
+
+    settings = GenerationSettings(samples_per_question=2, max_new_tokens=10, temperature=0.7)
+    generator = HfGenerator(settings, seed=0)
+    questions = [q["question"] for q in read_jsonl(prompts)][:2]
+    generator.answers(str(tiny / "base"), questions)
+    samples = generator.answers(str(other), questions)
+    tokenizer = AutoTokenizer.from_pretrained(tiny / "base")
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in render_prompts(tokenizer, questions)]
+    models = {"logp": AutoModelForCausalLM.from_pretrained(other), "logp_start": AutoModelForCausalLM.from_pretrained(tiny / "base")}
+    for sample in samples[:3]:
+        for key, model in models.items():
+            total = 0.0
+            for j, token in enumerate(sample.token_ids):
+                with torch.no_grad():
+                    logits = model(torch.tensor([prompt_ids[sample.question] + sample.token_ids[:j]])).logits[0, -1]
+                total += float(torch.log_softmax(logits / 0.7, -1)[token])
+            assert abs(total - getattr(sample, key)) < 1e-3, (key, total, getattr(sample, key))
 
 
 def test_models_and_outputs_must_pair_up(tiny, prompts, tmp_path, caplog):
@@ -110,3 +150,11 @@ def test_models_and_outputs_must_pair_up(tiny, prompts, tmp_path, caplog):
         cli(["generate", "--model", str(tiny / "base"), str(tiny / "base"), "--prompts", str(prompts),
              "--output", str(tmp_path / "a.jsonl")])
     assert e.value.code == 2 and "2 --model folders but 1 --output files" in caplog.text
+
+
+def test_only_the_first_kl_samples_of_each_question_are_scored(tiny, prompts, tmp_path):
+    out = tmp_path / "k0.jsonl"
+    cli(["generate", "--model", str(tiny / "base"), "--prompts", str(prompts), "--output", str(out),
+         "--settings", json.dumps({"samples_per_question": 3, "max_new_tokens": 6, "kl_samples": 1})])
+    rows = read_jsonl(out)
+    assert all((r["logp"] is not None) == (r["sample"] == 0) for r in rows)

@@ -1,6 +1,7 @@
 """The whole workflow end to end on the CI-sized miniature world, with known-answer checks of the
 measurement chain: the miniature world's true stance mixtures are known, so the measured ones
-must follow them."""
+must follow them. DPO runs on a value-gap set and on its null set (the same pairs, chosen and
+rejected swapped in half of them), each with two training seeds."""
 
 import json
 import subprocess
@@ -10,6 +11,8 @@ import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
+
+RUN = "tiny/seed-{seed}/sft-wildchat_like"
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +42,25 @@ def dist(study):
     return d
 
 
+@pytest.fixture(scope="module")
+def drift(study):
+    d = pd.read_csv(study / "results" / "report" / "drift.csv", keep_default_na=False)
+    return d.assign(drift_time=pd.to_numeric(d["drift_time"], errors="coerce"),
+                    p_value=pd.to_numeric(d["p_value"], errors="coerce"))
+
+
+def cell(drift, pref_data, stance, topic="all"):
+    row = drift[(drift.phase == "preference") & (drift.pref_data == pref_data) & (drift.stance == stance)
+                & (drift.topic == topic)]
+    assert len(row) == 1, row
+    return row.iloc[0]
+
+
 def test_report_files_exist(study):
-    for name in ("trajectories.png", "trajectories_by_topic.png", "drift_heatmap.png", "drift.csv"):
+    for name in ("trajectories.png", "trajectories_by_topic.png", "drift_heatmap.png", "drift.csv", "drift_vs_kl.png",
+                 "training_health.png", "drift_by_seed.csv", "judge_sensitivity.csv"):
         path = study / "results" / "report" / name
-        assert path.stat().st_size > 1000, path
+        assert path.stat().st_size > 100, path
 
 
 def test_judge_is_accurate_on_held_out_questions(study):
@@ -56,10 +74,44 @@ def test_sft_on_neutral_leaning_data_moves_measured_neutral_toward_its_share(dis
     assert abs(end - 0.70) <= 0.15, f"p(neutral) after SFT {end:.3f}, the set's share 0.70"
 
 
-def test_dpo_on_support_chosen_pairs_raises_support_more_than_style_only(dist):
-    gain = {p: share(dist, "preference", "support", 2, p) - share(dist, "preference", "support", 0, p)
-            for p in ("support_chosen", "style_only")}
-    assert gain["support_chosen"] > gain["style_only"], gain
+def test_dpo_moves_support_on_the_value_gap_and_not_on_its_null(drift):
+    """The same texts, with and without a net value gap: only the gap moves p(support), by more than
+    the seeds disagree, and only that change survives the correction."""
+    gap, null = cell(drift, "support_chosen", "support"), cell(drift, "support_chosen_null", "support")
+    assert gap.magnitude > 0.1 and gap.magnitude_low > 0 and gap.seeds_agree == "True"
+    assert gap.magnitude > null.magnitude + 0.08
+    assert null.magnitude_low < 0 < null.magnitude_high, "the null set's interval covers no drift"
+
+
+def test_intervals_cover_seeds_and_questions(study, drift):
+    assert set(drift.n_seeds) == {2} and set(drift.ci_over) == {"seeds x questions"}
+    # the seeds' spread in the pooled table is that of each seed's own M, and the pooled M lies in it
+    by_seed = pd.read_csv(study / "results" / "report" / "drift_by_seed.csv", keep_default_na=False)
+    keys = ["sft_data", "algorithm", "pref_data", "topic", "stance"]
+    spread = by_seed.groupby(keys)["magnitude"].agg(["min", "max", "size"]).reset_index()
+    joined = drift.merge(spread, on=keys)
+    assert len(joined) == len(drift) and (joined["size"] == 2).all()
+    assert np.allclose(joined.seed_min, joined["min"], atol=1e-3) and np.allclose(joined.seed_max, joined["max"], atol=1e-3)
+    assert (drift.seed_min <= drift.magnitude + 1e-9).all() and (drift.magnitude <= drift.seed_max + 1e-9).all()
+
+
+def test_drift_time_is_reported_only_where_the_stance_moved(drift):
+    assert len(drift) == 3 * 3 * 12 * 3  # runs (SFT, DPO x 2 sets) x (11 topics + all) x stances
+    eta = drift.drift_time
+    assert eta.dropna().between(0, 1).all()
+    assert (eta.isna() == (drift.drift_time_note != "")).all()
+    assert np.isfinite(cell(drift, "support_chosen", "support").drift_time)
+
+
+def test_probes_read_each_snapshot_not_the_start_again(study, drift):
+    """Answers of the end snapshot differ from the start's, and the policy moved away from its
+    start: KL(end || start) is positive, larger on the value gap than on the null set."""
+    run = study / "results" / RUN.format(seed=0) / "dpo-support_chosen" / "behaviour"
+    start, end = ([json.loads(line)["answer"] for line in open(run / str(k) / "generations.jsonl")] for k in (0, 2))
+    assert sum(a != b for a, b in zip(start, end)) > 0.5 * len(start)
+    gap, null = cell(drift, "support_chosen", "support"), cell(drift, "support_chosen_null", "support")
+    assert gap.kl_end > 0 and gap.kl_low > 0 and gap.kl_end > null.kl_end
+    assert np.isfinite(gap.drift_per_nat)
 
 
 def test_stance_shares_are_distributions(dist):
@@ -67,17 +119,20 @@ def test_stance_shares_are_distributions(dist):
     assert totals.between(0.999, 1.001).all()
 
 
-def test_drift_table_covers_every_phase_topic_and_stance(study):
-    drift = pd.read_csv(study / "results" / "report" / "drift.csv", keep_default_na=False)
-    assert len(drift) == 3 * 12 * 3  # phases x (11 topics + all) x stances
-    assert (drift.magnitude_low <= drift.magnitude + 1e-9).all() and (drift.magnitude <= drift.magnitude_high + 1e-9).all()
-    assert drift.drift_time.between(0, 1).all()
+def test_training_health_flags_runs_whose_objective_did_not_improve(study):
+    health = pd.read_csv(study / "results" / "report" / "training_health_summary.csv", keep_default_na=False)
+    dpo = health[(health.method == "dpo") & (health.pref_data == "support_chosen")]
+    assert len(dpo) == 2 and (dpo.trained.astype(str) == "True").all(), dpo
+    summary = pd.read_csv(study / "results" / "report" / "drift_summary.csv", keep_default_na=False)
+    assert set(summary["trained"]) <= {"yes", "no", "unknown"}
+    assert summary.loc[summary.pref_data == "support_chosen", "trained"].iloc[0] == "yes"
 
 
 def test_rows_carry_the_versions_behind_their_numbers(study):
     tidy = pd.read_parquet(study / "results" / "aggregate" / "stances_by_question.parquet")
     assert tidy["judge_version"].nunique() == 1 and tidy["prompts_version"].nunique() == 1
     assert not tidy[["judge", "judge_version", "prompts_version"]].isna().any().any()
+    assert set(tidy["seed"]) == {0, 1}
 
 
 def test_changing_a_probe_setting_never_retrains(root, study, tmp_path):
@@ -91,14 +146,14 @@ def test_changing_a_probe_setting_never_retrains(root, study, tmp_path):
     assert "train_sft" not in out.stdout and "train_preference" not in out.stdout and "build_base_model" not in out.stdout
 
 
-def test_value_gap_is_near_zero_for_style_only_pairs_and_large_for_value_gap_pairs(study):
+def test_value_gap_of_the_gap_set_and_of_its_null(study):
     gap = pd.read_csv(study / "results" / "report" / "value_gap.csv").set_index(["pref_data", "stance"])
-    style, value = gap.loc["style_only"], gap.loc["support_chosen"]
-    assert abs(style.loc["total", "gap"]) < 0.05 and style.loc["total", "n_value_laden"] == style.loc["total", "n_pairs"]
-    for stance in ("support", "neutral", "oppose"):  # the interval covers no gap, or misses it by a hair
-        assert style.loc[stance, "low"] < 0.03 and style.loc[stance, "high"] > -0.03
+    value, null = gap.loc["support_chosen"], gap.loc["support_chosen_null"]
     assert value.loc["support", "gap"] > 0.8 and value.loc["support", "low"] > 0.7
-    assert value.loc["oppose", "gap"] < -0.8 and value.loc["total", "gap"] > 0.8
+    assert value.loc["oppose", "gap"] < -0.8 and value.loc["total", "p_value"] < 0.01
+    # the same texts with half the pairs swapped: no net gap, and the test sees none
+    assert abs(null.loc["support", "gap"]) < 0.1 and null.loc["support", "low"] < 0 < null.loc["support", "high"]
+    assert null.loc["total", "p_value"] > 0.05
     assert (study / "results" / "report" / "value_gap.png").stat().st_size > 1000
 
 
@@ -114,17 +169,24 @@ def test_judge_report_compares_the_judges_on_the_labelled_answers(study):
     assert len(agreement) == 1 and 0.1 < agreement.loc[0, "kappa"] < 1
 
 
+def test_judge_sensitivity_sets_each_judge_beside_the_main_one(study):
+    table = pd.read_csv(study / "results" / "report" / "judge_sensitivity.csv", keep_default_na=False)
+    assert set(table["judge"]) == {"stance_classifier_lm"}
+    assert len(table) == 3 * 3  # runs x stances, at topic "all"
+    assert set(table["same_sign"].astype(str)) <= {"True", "False"}
+
+
 def test_representation_probe_of_every_snapshot(study):
     table = pd.read_csv(study / "results" / "aggregate" / "representation.csv")
     table["pref_data"] = table["pref_data"].fillna("")
-    runs = table.groupby(["algorithm", "pref_data"]).size()
-    assert len(runs) == 3 and set(table["k"]) == {0, 1, 2} and set(table["pooling"]) == {"mean", "last"}
+    runs = table.groupby(["seed", "algorithm", "pref_data"]).size()
+    assert len(runs) == 6 and set(table["k"]) == {0, 1, 2} and set(table["pooling"]) == {"mean", "last"}
     start = table[table["k"] == 0]
     assert np.allclose(start["delta_auroc"], 0) and np.allclose(start[start["pooling"] == "mean"]["cka"], 1)
     mean = table[table["pooling"] == "mean"]
     # support vs oppose answers are linearly separable in the tiny model; shuffled labels are not
     assert (mean["auroc"] > 0.75).all() and (abs(mean["shuffled_auroc"] - 0.5) < 0.2).all()
     summary = pd.read_csv(study / "results" / "report" / "representation_summary.csv")
-    assert len(summary) == 3 and set(summary["verdict"]) <= {"enhances", "preserves", "degrades"}
+    assert len(summary) == 6 and set(summary["verdict"]) <= {"enhances", "preserves", "degrades"}
     for name in ("representation_auroc_by_layer.png", "representation_peak_change.png", "representation_cka.png"):
         assert (study / "results" / "report" / name).stat().st_size > 1000

@@ -56,13 +56,14 @@ def test_offline_phase_work_counts_both_sides_of_each_pair_and_the_reference_pas
 def test_default_config_estimate_counts_every_probe_and_snapshot(default_config):
     plan = estimate(default_config)
     c = default_config
-    runs = 1 + len(c["grid"]["algorithms"]) * len(c["grid"]["preference_datasets"])  # SFT + preference runs
-    snapshots = c["snapshots_per_phase"] + 1
+    seeds = len(c["grid"]["seeds"])  # every seed a whole replicate
+    runs = seeds * (1 + len(c["grid"]["algorithms"]) * len(c["grid"]["preference_datasets"]))  # SFT + preference
+    snapshots = len(c["snapshots_per_phase"]) + 1  # the fractions, and the start
     answers = 11 * c["world"]["eval_questions_per_topic"] * c["behaviour"]["samples_per_question"]
     assert plan.stages["generate"].tokens == runs * snapshots * answers * c["behaviour"]["max_new_tokens"]
     texts = 2 * c["probe_pairs"]["miniature"]["size"] * snapshots
     assert plan.stages["hidden states"].tokens == runs * texts * c["representation"]["hidden"]["max_length"]
-    reward_models = len(c["grid"]["preference_datasets"])  # PPO and GRPO share one per preference set
+    reward_models = seeds * len(c["grid"]["preference_datasets"])  # PPO and GRPO share one per seed and set
     assert plan.snapshots == (runs + reward_models) * snapshots
     n = count_parameters(miniature_config(c["models"]["tiny"]["miniature"]))
     assert plan.disk_bytes == plan.snapshots * n * 4  # float32 snapshots
@@ -82,7 +83,7 @@ def test_plan_prints_the_cost_table_of_the_paper_scale_study(root):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     total = next(line for line in lines if line.startswith("total")).split()
-    assert total[1] == "475"  # the jobs of the dry run the workflow's own test checks
+    assert total[1] == "477"  # the jobs of the dry run the workflow's own test checks
     rows = {cells[0]: cells for cells in map(str.split, lines) if len(cells) > 1 and cells[1].isdigit()}
     assert rows["generate"][1] == rows["judge"][1] == "104"  # one job each per run
     assert "judge API requests" in out.stdout and "snapshots:" in out.stdout and "device time at the throughput" in out.stdout
@@ -144,7 +145,7 @@ def test_estimate_decodes_answers_and_online_samples_with_their_kv_cache(default
     for d in generate.decoding:  # auto is bf16 on a GPU
         assert d.bytes == pytest.approx((tokens / batch * n + tokens * kv * b["max_new_tokens"] / 2) * 2)
     online = [a for a in c["grid"]["algorithms"] if a in ("ppo", "grpo", "rloo")]
-    assert len(plan.stages["preference"].decoding) == len(online) * len(c["grid"]["preference_datasets"])
+    assert len(plan.stages["preference"].decoding) == len(online) * len(c["grid"]["preference_datasets"]) * len(c["grid"]["seeds"])
     assert not plan.stages["SFT"].decoding and not plan.no_kv
 
 

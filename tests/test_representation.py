@@ -87,7 +87,7 @@ def test_report_picks_the_peak_on_the_starts_inner_scores_and_calls_verdicts_fro
             # the snapshot's own test AUROC would favour layer 1; the choice must not look at it
             auroc = 0.95 if (k == 1 and layer == 1) else select
             delta = (0.05, 0.01, 0.09) if (k == 1 and layer == 2) else (0.0, -0.01, 0.01)
-            rows.append({"model": "m", "sft_data": "s", "algorithm": "dpo", "pref_data": "p", "phase": "preference",
+            rows.append({"model": "m", "seed": 0, "sft_data": "s", "algorithm": "dpo", "pref_data": "p", "phase": "preference",
                          "k": k, "pooling": "mean", "layer": layer, "select_score": select, "auroc": auroc,
                          "delta_auroc": delta[0], "delta_low": delta[1], "delta_high": delta[2], "cka": 1.0,
                          "dom_cosine": 1.0, "transfer_auroc": auroc, "selectivity": 0.4, "length_auroc": 0.6})

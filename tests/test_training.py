@@ -10,6 +10,12 @@ from valuedrift.training.snapshots import snapshot_steps
 from conftest import WORLD
 
 
+def test_snapshot_steps_at_given_fractions():
+    assert snapshot_steps(50, [0.1, 0.25, 0.5, 1.0]) == [0, 5, 12, 25, 50]
+    with pytest.raises(ValueError, match="coincide"):
+        snapshot_steps(8, [0.05, 0.1, 1.0])  # 0.05 and 0.1 of 8 steps both round to step 0 or 1
+
+
 def test_snapshot_steps_are_evenly_spaced():
     assert snapshot_steps(10, 2) == [0, 5, 10]
     assert snapshot_steps(10, 4) == [0, 2, 5, 8, 10]
@@ -99,6 +105,32 @@ def test_algorithm_trains_from_the_sft_result(algorithm, data, sft_run, reward_m
     check_snapshots(run_dir)
 
 
+def test_precomputed_reference_log_probs_need_no_reference_copy(data, sft_run, tmp_path, monkeypatch):
+    """With precompute_ref_log_probs TRL takes the reference log-probs from the policy before the
+    first step: no frozen copy is loaded, and the weights are those a copy gives."""
+    from safetensors.torch import load_file
+
+    import valuedrift.training.train as train_module
+
+    settings = {**ALGORITHM_SETTINGS["dpo"], "precompute_ref_log_probs": True}
+    loaded, load_models = [], train_module.load_models
+
+    def recording(args):
+        loaded.append(load_models(args))
+        return loaded[-1]
+
+    monkeypatch.setattr(train_module, "load_models", recording)
+    train(data, "dpo", sft_run / "snapshots" / "2", data / "pref.jsonl", tmp_path / "no-copy", settings)
+    assert loaded[-1].reference is None
+    check_snapshots(tmp_path / "no-copy")
+    monkeypatch.setattr(train_module, "precomputes_reference", lambda args: False)
+    train(data, "dpo", sft_run / "snapshots" / "2", data / "pref.jsonl", tmp_path / "copy", settings)
+    assert loaded[-1].reference is not None
+    without, with_copy = (load_file(tmp_path / run / "snapshots" / "2" / "model.safetensors")
+                          for run in ("no-copy", "copy"))
+    assert all((without[name] == with_copy[name]).all() for name in with_copy)
+
+
 def test_grpo_with_the_judge_as_reward(data, sft_run, tmp_path):
     judge = tmp_path / "judge"
     for split in ("train", "test"):
@@ -139,6 +171,15 @@ def test_lora_snapshots_are_adapters_that_load_over_the_sft_model(data, sft_run,
     start = AutoModelForCausalLM.from_pretrained(sft_run / "snapshots" / "2")(ids).logits
     assert torch.allclose(logits[0], start, atol=1e-5), "k=0 is the SFT model (LoRA starts at zero)"
     assert not torch.allclose(logits[2], start, atol=1e-5)
+
+
+def test_snapshots_at_fractions_of_the_phase(data, tmp_path):
+    run_dir = tmp_path / "sft-fractions"
+    cli(["train", "--algorithm", "sft", "--model", str(data / "base"), "--data", str(data / "sft.jsonl"),
+         "--run-dir", str(run_dir), "--fractions", "[0.2, 1.0]",
+         "--settings", json.dumps({"per_device_train_batch_size": 4, "num_train_epochs": 1, "max_length": 96})])
+    steps = [json.loads((run_dir / "snapshots" / str(k) / "meta.json").read_text())["step"] for k in range(3)]
+    assert steps == [0, 2, 12]  # 48 rows / 4 per step = 12 steps; 0.2 x 12 = 2.4 -> 2
 
 
 def test_bfloat16_snapshots_hold_the_trained_weights_in_half_the_disk(data, sft_run, tmp_path):

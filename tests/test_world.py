@@ -95,3 +95,26 @@ def test_answers_are_varied_enough_not_to_be_memorized(world):
 def test_generation_is_deterministic(world):
     a = list(World(0, 5, 2).sft_rows("x", 50, MIXTURE))
     assert a == list(world.sft_rows("x", 50, MIXTURE))
+
+
+def test_a_derived_set_swaps_a_share_of_the_pairs_and_keeps_the_texts(tmp_path):
+    from valuedrift.cli import main as cli
+    from valuedrift.io import read_jsonl
+
+    world = '{"seed": 0, "eval_questions_per_topic": 5, "judge_test_questions_per_topic": 2}'
+    source = tmp_path / "gap.jsonl"
+    cli(["prepare-data", "--kind", "preference", "--name", "gap", "--world", world, "--output", str(source),
+         "--settings", '{"miniature": {"size": 40, "kind": "value_gap", "chosen": "support", "rejected": "oppose"}}'])
+    original = read_jsonl(source)
+    for share, swapped in ((0.0, 20), (0.5, 10), (1.0, 0)):
+        out = tmp_path / f"derived-{share}.jsonl"
+        cli(["prepare-data", "--kind", "preference", "--name", "null", "--world", world, "--source", str(source),
+             "--settings", f'{{"derived": {{"from": "gap", "gap_share": {share}}}}}', "--output", str(out)])
+        rows = read_jsonl(out)
+        assert sum(r["swapped"] for r in rows) == swapped
+        for a, b in zip(original, rows):  # the same texts; swapped pairs trade chosen and rejected
+            pair = (b["rejected"], b["chosen"]) if b["swapped"] else (b["chosen"], b["rejected"])
+            assert pair == (a["chosen"], a["rejected"]) and b["prompt"] == a["prompt"]
+        # the net value gap: kept pairs favour support, swapped ones oppose
+        net = sum(1 if r["chosen_stance"] == "support" else -1 for r in rows) / len(rows)
+        assert net == pytest.approx(share)

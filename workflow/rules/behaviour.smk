@@ -1,6 +1,7 @@
 # The behaviour probe: judges trained on labelled answers (where a judge is trained); for every
 # run, sampled answers to the evaluation questions and their judged stance, one file per snapshot
-# (one job per run generates, one judges: libraries, models and judges load once per run).
+# and judge (one job per run generates, one judges: libraries, models and judges load once per
+# run). Every judge of `judge.compare` judges every run, so conclusions can be checked per judge.
 
 
 rule train_judge:
@@ -53,12 +54,13 @@ rule generate:
 
 rule judge:
     input:
-        unpack(lambda w: judge_inputs(JUDGE)),
+        unpack(lambda w: {f"judge_model_{j}": f for j in PROBE_JUDGES for f in judge_inputs(j).values()}),
         generations=rules.generate.output.generations,
     output:
-        stances=[f"{R}/{{model}}/{{run}}/behaviour/{k}/stances.jsonl" for k in SNAPSHOTS],
+        stances=[f"{R}/{{model}}/{{run}}/behaviour/{k}/stances/{j}.jsonl" for j in PROBE_JUDGES for k in SNAPSHOTS],
     params:
-        judge=judge_args(JUDGE),
+        judges=lambda w, input: as_json([{"name": j, "settings": judge_settings(j),
+                                          "model_dir": input.get(f"judge_model_{j}")} for j in PROBE_JUDGES]),
     threads: job_threads("judge")
     resources:
         **job_resources("judge"),
@@ -69,4 +71,5 @@ rule judge:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "valuedrift judge --generations {input.generations:q} {params.judge} --output {output.stances:q} > {log:q} 2>&1"
+        "valuedrift judge --generations {input.generations:q} --judges {params.judges:q} --output {output.stances:q} "
+        "> {log:q} 2>&1"

@@ -6,24 +6,28 @@ from pathlib import Path
 from valuedrift.behaviour.judges import TRAINED
 from valuedrift import grid
 from valuedrift.config import chosen_stance, probe_pairs_spec, validate_config
-from valuedrift.training.trainers import ALGORITHMS, PREFERENCE_ALGORITHMS
+from valuedrift.training.trainers import ALGORITHMS
 
 validate_config(config)
 
 GRID = grid.grid(config)  # narrowed by the filter
-K = config["snapshots_per_phase"]
+FRACTIONS = grid.snapshot_fractions(config)  # of snapshots 1..K; 0 is each phase's start
+K = len(FRACTIONS)
 SNAPSHOTS = list(range(K + 1))
 R = "results"  # every output lives under results/
+VARIANTS = "|".join(config["algorithms"]) or "(?!)"  # "(?!)": no variant matches an empty grid
 
 
 wildcard_constraints:
     model="[a-z0-9_]+",
+    seed="[0-9]+",
     sft_data="[a-z0-9_]+",
     pref_data="[a-z0-9_]+",
-    algorithm="|".join(PREFERENCE_ALGORITHMS),
+    algorithm=VARIANTS,
     k="[0-9]+",
+    judge="[a-z0-9_]+",
     # a run is an SFT phase, or a preference phase started from one (reward models are not probed)
-    run=f"sft-[a-z0-9_]+(/({'|'.join(PREFERENCE_ALGORITHMS)})-[a-z0-9_]+)?",
+    run=f"seed-[0-9]+/sft-[a-z0-9_]+(/({VARIANTS})-[a-z0-9_]+)?",
 
 
 def as_json(value):
@@ -35,22 +39,22 @@ SKIPPED_SFT = grid.skipped_sft(config)
 
 
 def runs():
-    return grid.runs(config)
+    """The folders of every probed run (see valuedrift.grid.Run)."""
+    return [run.path for run in grid.runs(config)]
+
+
+def run_of(wildcards):
+    return grid.Run.from_path(f"{wildcards.model}/{wildcards.run}")
 
 
 def run_tags(wildcards):
-    """The identifiers every probe row carries, parsed from the run path."""
-    sft, _, pref = wildcards.run.partition("/")
-    algorithm, _, pref_data = pref.partition("-")
-    return as_json(
-        {
-            "model": wildcards.model,
-            "sft_data": sft.removeprefix("sft-"),
-            "algorithm": algorithm or "sft",
-            "pref_data": pref_data,
-            "phase": "preference" if pref else "sft",
-        }
-    )
+    """The identifiers every probe row carries."""
+    return as_json(run_of(wildcards).tags(config))
+
+
+def method_of(wildcards):
+    """The TRL algorithm of a preference run's variant."""
+    return grid.method(config, wildcards.algorithm)
 
 
 def model_path(name_or_path):
@@ -72,10 +76,9 @@ def snapshot_dirs(run, keep=None):
 def adapter_base(wildcards):
     """LoRA snapshots are adapters over their phase's start (the SFT result): jobs that load them
     read that folder too, which also keeps it from being deleted before them."""
-    sft, _, pref = wildcards.run.partition("/")
-    algorithm = pref.partition("-")[0]
-    if pref and config["lora"] and ALGORITHMS[algorithm].lora:
-        return [f"{R}/{wildcards.model}/{sft}/snapshots/{K}"]
+    run = run_of(wildcards)
+    if run.phase == "preference" and config["lora"] and ALGORITHMS[grid.method(config, run.algorithm)].lora:
+        return [f"{R}/{run.start.path}/snapshots/{K}"]
     return []
 
 
@@ -99,9 +102,9 @@ def reward_inputs(wildcards):
     GRPO/RLOO with `online_reward: judge` need the judge instead."""
     a = wildcards.algorithm
     if grid.uses_reward_model(config, a):
-        run = f"{R}/{wildcards.model}/sft-{wildcards.sft_data}/reward-{wildcards.pref_data}"
-        return {"reward_model": f"{run}/snapshots/{K}"}
-    if ALGORITHMS[a].reward:
+        run = grid.Run(wildcards.model, int(wildcards.seed), wildcards.sft_data, "reward", wildcards.pref_data)
+        return {"reward_model": f"{R}/{run.path}/snapshots/{K}"}
+    if ALGORITHMS[grid.method(config, a)].reward:
         return {"judge": f"{R}/judge/{config['judge']['name']}"}
     return {}
 
@@ -111,7 +114,7 @@ def reward_args(wildcards, input):
     if "reward_model" in input.keys():
         return f"--reward-model {shlex.quote(input.reward_model)}"
     if "judge" in input.keys():
-        chosen = chosen_stance(config["preference_datasets"][wildcards.pref_data])
+        chosen = chosen_stance(config["preference_datasets"][wildcards.pref_data], config["preference_datasets"])
         return f"--judge-reward {chosen} --judge-model {shlex.quote(input.judge)}"
     return ""
 
@@ -181,6 +184,12 @@ def encoder_input(wildcards):
     return built_here(config["judges"][wildcards.judge].get("encoder"))
 
 
+def derived_source_input(wildcards):
+    """A derived preference set relabels the pairs of the set it names."""
+    derived = config["preference_datasets"][wildcards.pref_data].get("derived")
+    return [f"{R}/data/preference/{derived['from']}.jsonl"] if derived else []
+
+
 def synthetic_pairs_input(wildcards):
     return [f"{R}/data/value_gap_pairs.jsonl"] if "synthetic" in config["preference_datasets"][wildcards.pref_data] else []
 
@@ -196,9 +205,19 @@ def labelled_answers():
     return config["judge"].get("labelled") or f"{R}/data/judge/test.jsonl"
 
 
-STANCE_FILES = [f"{R}/{run}/behaviour/{k}/stances.jsonl" for run in runs() for k in SNAPSHOTS]
 JUDGE = config["judge"]["name"]
 COMPARED_JUDGES = config["judge"].get("compare") or [JUDGE]
+PROBE_JUDGES = list(dict.fromkeys([JUDGE, *COMPARED_JUDGES]))  # every judge labels every run's answers
+
+
+def stance_files(judge):
+    return [f"{R}/{run}/behaviour/{k}/stances/{judge}.jsonl" for run in runs() for k in SNAPSHOTS]
+
+
+STANCE_FILES = stance_files(JUDGE)
+# every phase that trains (not a skipped SFT): its trainer_state.json feeds the training-health report
+TRAINED_RUNS = [run for run in grid.runs(config) + grid.reward_models(config)
+                if not (run.phase == "sft" and run.sft_data in SKIPPED_SFT)]
 # the value gap is measured on the grid's preference sets; an SFT-only grid has none to measure
 VALUE_GAP_FILES = [f"{R}/report/value_gap.csv", f"{R}/report/value_gap.png"] if GRID["preference_datasets"] else []
 DIAGNOSTIC_FILES = VALUE_GAP_FILES + [
@@ -212,6 +231,12 @@ REPRESENTATION_FILES = [
     f"{R}/report/representation_cka.png",
 ]
 REPORT_FILES = [
+    f"{R}/report/drift_by_seed.csv",
+    f"{R}/report/drift_by_snapshot.csv",
+    f"{R}/report/drift_vs_kl.png",
+    f"{R}/report/training_health.png",
+    f"{R}/report/training_health_summary.csv",
+    *([f"{R}/report/judge_sensitivity.csv"] if len(PROBE_JUDGES) > 1 else []),
     f"{R}/report/trajectories.png",
     f"{R}/report/trajectories_by_topic.png",
     f"{R}/report/drift_heatmap.png",

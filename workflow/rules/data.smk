@@ -38,19 +38,21 @@ rule prepare_sft_data:
 rule prepare_preference_data:
     input:
         pairs=synthetic_pairs_input,
+        source=derived_source_input,
     output:
         f"{R}/data/preference/{{pref_data}}.jsonl",
     params:
         world=WORLD,
         settings=lambda w: as_json(config["preference_datasets"][w.pref_data]),
         pairs=lambda w, input: f"--pairs {shlex.quote(input.pairs[0])}" if input.pairs else "",
+        source=lambda w, input: f"--source {shlex.quote(input.source[0])}" if input.source else "",
     log:
         f"{R}/logs/data/preference/{{pref_data}}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
         "valuedrift prepare-data --kind preference --name {wildcards.pref_data:q} --world {params.world:q} "
-        "--settings {params.settings:q} {params.pairs} --output {output:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} {params.pairs} {params.source} --output {output:q} > {log:q} 2>&1"
 
 
 rule prepare_judge_data:

@@ -158,15 +158,16 @@ def cross_check(config: dict) -> list[str]:
         if unknown:
             problems.append(f"config key filter.{section}: {', '.join(map(repr, unknown))} not in grid.{section} — "
                             "a filter can only narrow the grid")
-    if config["online_reward"] == "judge" and set(grid["algorithms"]) & {"grpo", "rloo"}:
+    if config["online_reward"] == "judge" and {_method(config, a) for a in grid["algorithms"]} & {"grpo", "rloo"}:
         for name in grid["preference_datasets"]:
-            if chosen_stance(config["preference_datasets"][name]) is None:
+            if chosen_stance(config["preference_datasets"][name], config["preference_datasets"]) is None:
                 problems.append(f"config key online_reward: `judge` rewards the chosen stance of a value-gap set, "
                                 f"but {name!r} has none — use reward_model or drop GRPO/RLOO for it")
     if grid["algorithms"] and not grid["preference_datasets"]:
         problems.append("config key grid.preference_datasets: empty while grid.algorithms is not — "
                         "name at least one preference dataset or clear grid.algorithms")
     problems += _check_datasets(config) + _check_judges(config) + _check_builders(config)
+    problems += _check_variants(config) + _check_derived(config) + _check_snapshots(config)
     problems += _check_trainers(config) + _check_paths(config) + _check_world(config)
     if config["deepspeed"] and not Path(config["deepspeed"]).is_file():
         problems.append(f"config key deepspeed: {config['deepspeed']!r} does not exist — give the path of a "
@@ -179,8 +180,62 @@ def cross_check(config: dict) -> list[str]:
     return problems
 
 
-def chosen_stance(spec: dict) -> str | None:
-    """The stance a preference set's chosen answers take, where it has one (value-gap sets)."""
+def _method(config: dict, variant: str) -> str:
+    entry = config["algorithms"].get(variant) or {}
+    return entry.get("algorithm", variant)
+
+
+def _check_variants(config: dict) -> list[str]:
+    """A variant names an algorithm; an entry named after an algorithm may not name another."""
+    from valuedrift.training.trainers import PREFERENCE_ALGORITHMS
+
+    problems = []
+    for name, entry in config["algorithms"].items():
+        algorithm = entry.get("algorithm", name)
+        if algorithm not in PREFERENCE_ALGORITHMS:
+            fix = (f"give it `algorithm:` one of {', '.join(PREFERENCE_ALGORITHMS)}" if "algorithm" not in entry
+                   else f"use one of {', '.join(PREFERENCE_ALGORITHMS)}")
+            problems.append(f"config key algorithms.{name}{'.algorithm' * ('algorithm' in entry)}: "
+                            f"{algorithm!r} is not a preference algorithm — {fix}")
+        elif name in PREFERENCE_ALGORITHMS and algorithm != name:
+            problems.append(f"config key algorithms.{name}.algorithm: the entry {name!r} is that algorithm's own "
+                            f"settings — name the variant differently (e.g. {algorithm}_{name})")
+    return problems
+
+
+def _check_derived(config: dict) -> list[str]:
+    sets = config["preference_datasets"]
+    problems = []
+    for name, spec in sets.items():
+        source = (spec.get("derived") or {}).get("from")
+        if source is None:
+            continue
+        if source not in sets:
+            problems.append(f"config key preference_datasets.{name}.derived.from: {source!r} is not a preference "
+                            "set — name one defined under preference_datasets")
+        elif "derived" in sets[source]:
+            problems.append(f"config key preference_datasets.{name}.derived.from: {source!r} is itself derived — "
+                            f"derive from its source, {sets[source]['derived']['from']!r}, instead")
+    return problems
+
+
+def _check_snapshots(config: dict) -> list[str]:
+    fractions = config["snapshots_per_phase"]
+    if not isinstance(fractions, list):
+        return []
+    if any(b <= a for a, b in zip(fractions, fractions[1:])) or fractions[-1] != 1:
+        return [f"config key snapshots_per_phase: {fractions} — fractions must increase and end at 1.0 "
+                "(the phase's end), e.g. [0.1, 0.25, 0.5, 1.0]"]
+    return []
+
+
+def chosen_stance(spec: dict, sets: dict | None = None) -> str | None:
+    """The stance a preference set's chosen answers take, where it has one (value-gap sets; a
+    derived set only where it keeps its source's whole gap)."""
+    if "derived" in spec:
+        derived = spec["derived"]
+        source = (sets or {}).get(derived["from"])
+        return chosen_stance(source) if source and derived["gap_share"] == 1 else None
     if "synthetic" in spec:
         return spec["synthetic"]["chosen"]
     mini = spec.get("miniature", {})
@@ -282,7 +337,7 @@ def _trainer_settings(config: dict):
     yield "sft", "sft", config["sft"]
     yield "reward_model", "reward", config["reward_model"]
     for name, settings in config["algorithms"].items():
-        yield f"algorithms.{name}", name, settings
+        yield f"algorithms.{name}", _method(config, name), settings
     for name, spec in config["models"].items():
         if "miniature" in spec:
             yield f"models.{name}.miniature.pretrain", "sft", spec["miniature"]["pretrain"]
@@ -296,6 +351,8 @@ def _check_trainers(config: dict) -> list[str]:
 
     problems = []
     for key, algorithm, settings in _trainer_settings(config):
+        if algorithm not in ALGORITHMS:  # named by _check_variants
+            continue
         algo = ALGORITHMS[algorithm]
         problems += _check_fields(key, settings, algo.config_class, SET_HERE)
         for field, fixed in algo.fixed.items():
@@ -319,6 +376,8 @@ def _check_fields(key: str, settings: dict, class_path: str, set_here: dict[str,
     problems = []
     for field, value in list(settings.items()):
         where = f"config key {key}.{field}"
+        if field == "algorithm" and key.startswith("algorithms."):  # a variant's algorithm, not TRL's
+            continue
         if looks_secret(field):
             problems.append(_secret_problem(f"{key}.{field}"))
         elif field in set_here:
@@ -409,10 +468,19 @@ def _check_world(config: dict) -> list[str]:
             f"sum of at most {sizes[topic] - 1}"]
 
 
+def _seeds_as_integers(config: dict) -> None:
+    """`snakemake --config 'filter={seeds: [1]}'` passes the nested 1 as the text "1"."""
+    for section in ("grid", "filter"):
+        seeds = (config.get(section) or {}).get("seeds")
+        if isinstance(seeds, list):
+            config[section]["seeds"] = [int(s) if isinstance(s, str) and s.strip().isdigit() else s for s in seeds]
+
+
 def validate_config(config: dict) -> dict:
     """Raise ConfigError listing every problem; return the config when it is valid. Trainer and
     LoRA values given as strings (`snakemake --config`) are converted to their fields' types in
-    place, so the caller's dict holds what TRL takes."""
+    place, so the caller's dict holds what TRL takes; so are training seeds."""
+    _seeds_as_integers(config)
     errors = sorted(_validator().iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     problems = [line for e in errors for line in _explain(e)]
     problems = list(dict.fromkeys(_secrets_in_entries(config) + problems))

@@ -210,9 +210,12 @@ def lora_parameters(n: float, spec: dict, lora: dict, notes: list[str]) -> float
     return float(total)
 
 
-def dataset_rows(kind: str, name: str, spec: dict, notes: list[str]) -> int | None:
-    """Rows of an SFT or preference set from its config; a prepared file counts where the config
-    leaves the size open."""
+def dataset_rows(kind: str, name: str, sets: dict, notes: list[str]) -> int | None:
+    """Rows of an SFT or preference set (`sets`: its section of the config); a prepared file counts
+    where the config leaves the size open, and a derived set has its source's."""
+    spec = sets[name]
+    if "derived" in spec:
+        return dataset_rows(kind, spec["derived"]["from"], sets, notes)
     for source in ("miniature", "hub", "synthetic"):
         if spec.get(source, {}).get("size"):
             return int(spec[source]["size"])
@@ -334,25 +337,24 @@ def checkpoint_bytes(config: dict, model: str, trainable: float, lora: bool) -> 
     return trainable * 3 * BYTES["float32" if lora else trained_dtype(config, model)]
 
 
-def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
-    """One training phase (an SFT, preference or reward-model run): its work and its snapshots."""
+def add_phase(plan: Plan, config: dict, run, n: float) -> None:
+    """One training phase (an SFT, preference or reward-model `grid.Run`): its work and its snapshots."""
     from valuedrift import grid
     from valuedrift.training.trainers import ALGORITHMS
 
-    model, sft, *pref = run.split("/")
-    sft_data, snapshots = sft.removeprefix("sft-"), config["snapshots_per_phase"] + 1
-    if not pref and sft_data in grid.skipped_sft(config):  # the start model once, linked K times
+    model, sft_data, snapshots = run.model, run.sft_data, len(grid.snapshot_fractions(config)) + 1
+    if run.phase == "sft" and sft_data in grid.skipped_sft(config):  # the start model once, linked K times
         plan.disk_bytes += snapshot_bytes(config, model, n)
         plan.snapshots += 1
         return
-    algorithm, pref_data = pref[0].split("-", 1) if pref else ("sft", None)
+    algorithm, pref_data = grid.method(config, run.algorithm), run.pref_data
     if algorithm == "sft":
         stage, settings = plan.stages["SFT"], config["sft"]
-        rows = dataset_rows("sft", sft_data, config["sft_datasets"][sft_data], plan.notes)
+        rows = dataset_rows("sft", sft_data, config["sft_datasets"], plan.notes)
     else:
         stage = plan.stages["reward models" if algorithm == "reward" else "preference"]
-        settings = config["reward_model"] if algorithm == "reward" else config["algorithms"][algorithm]
-        rows = dataset_rows("preference", pref_data, config["preference_datasets"][pref_data], plan.notes)
+        settings = config["reward_model"] if algorithm == "reward" else grid.trainer_settings(config, run.algorithm)
+        rows = dataset_rows("preference", pref_data, config["preference_datasets"], plan.notes)
     if rows is not None:
         tokens, flops = phase_work(algorithm, settings, rows, n, train_gpus(config, model), algorithm != "reward")
         add(stage, tokens, flops)
@@ -366,20 +368,28 @@ def add_phase(plan: Plan, config: dict, run: str, n: float) -> None:
         plan.checkpoint_bytes = max(plan.checkpoint_bytes, checkpoint_bytes(config, model, params, lora))
 
 
-def add_probes(plan: Plan, config: dict, model: str, n: float, judge_n: float | None) -> None:
+def probe_judges(config: dict) -> list[str]:
+    """Every judge that labels every run's answers: the main one and those compared with it."""
+    return list(dict.fromkeys([config["judge"]["name"], *(config["judge"].get("compare") or [])]))
+
+
+def add_probes(plan: Plan, config: dict, model: str, n: float, judge_sizes: dict[str, float]) -> None:
     """The behaviour and representation probes of one run's snapshots."""
-    snapshots, behaviour = config["snapshots_per_phase"] + 1, config["behaviour"]
+    from valuedrift import grid
+
+    snapshots, behaviour = len(grid.snapshot_fractions(config)) + 1, config["behaviour"]
     answers = snapshots * eval_questions(config) * behaviour["samples_per_question"]
     add(plan.stages["generate"], answers * behaviour["max_new_tokens"], 2 * n * answers * behaviour["max_new_tokens"])
     add_answers(plan, config, model, n, answers * behaviour["max_new_tokens"])
     tokens = 2 * probe_pairs(config) * snapshots * config["representation"]["hidden"].get("max_length", 2048)
     add(plan.stages["hidden states"], tokens, 2 * n * tokens)
-    judge = config["judges"][config["judge"]["name"]]
-    if judge["kind"] == "openai_api":
-        plan.stages["judge"].requests += answers
-    elif judge["kind"] == "local_llm":
-        tokens = answers * (behaviour["max_new_tokens"] + JUDGE_PROMPT_TOKENS)
-        add(plan.stages["judge"], tokens, 2 * judge_n * tokens)
+    for name in probe_judges(config):
+        judge = config["judges"][name]
+        if judge["kind"] == "openai_api":
+            plan.stages["judge"].requests += answers
+        elif judge["kind"] == "local_llm":
+            tokens = answers * (behaviour["max_new_tokens"] + JUDGE_PROMPT_TOKENS)
+            add(plan.stages["judge"], tokens, 2 * judge_sizes[name] * tokens)
 
 
 def add_answers(plan: Plan, config: dict, model: str, n: float, tokens: float) -> None:
@@ -402,14 +412,16 @@ def estimate(config: dict) -> Plan:
                                       Stage("judge", "forward"), Stage("hidden states", "forward"),
                                       Stage("other", "none"))})
     sizes = {m: parameter_count(m, config["models"][m], plan.notes) for m in grid.grid(config)["models"]}
-    judge = config["judges"][config["judge"]["name"]]
-    judge_n = parameter_count("judge", {"path": judge["model"]}, plan.notes) if judge["kind"] == "local_llm" else None
+    judges = {name: config["judges"][name] for name in probe_judges(config)}
+    judge_sizes = {name: parameter_count(name, {"path": j["model"]}, plan.notes)
+                   for name, j in judges.items() if j["kind"] == "local_llm"}
     for run in grid.runs(config) + grid.reward_models(config):
-        add_phase(plan, config, run, sizes[run.split("/")[0]])
-    for model in (run.split("/")[0] for run in grid.runs(config)):
-        add_probes(plan, config, model, sizes[model], judge_n)
-    if judge["kind"] == "stance_classifier":
-        plan.notes.append("judge: a trained stance classifier, seconds of CPU per snapshot")
+        add_phase(plan, config, run, sizes[run.model])
+    for model in (run.model for run in grid.runs(config)):
+        add_probes(plan, config, model, sizes[model], judge_sizes)
+    for name, j in judges.items():
+        if j["kind"] == "stance_classifier":
+            plan.notes.append(f"judge {name}: a trained stance classifier, seconds of CPU per snapshot")
     return plan
 
 

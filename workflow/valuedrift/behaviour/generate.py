@@ -24,6 +24,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from valuedrift.io import InputError
 
@@ -41,10 +42,25 @@ class GenerationSettings:
     top_p: float = 1.0
     backend: str = "hf"         # hf or vllm
     dtype: str = "auto"         # auto: bfloat16 on a GPU that has it, else float32; or a torch dtype name
+    kl_samples: int = 2         # answers per question scored for the KL estimate (hf backend; 0: none)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise InputError(f"behaviour.backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+
+
+class Sample(NamedTuple):
+    """One sampled answer; `logp` and `logp_start` are its log-probability under the snapshot's
+    policy and under the run's start policy, as sampled (at the sampling temperature), or None."""
+
+    question: int            # index into the questions
+    sample: int
+    text: str
+    n_tokens: int            # new tokens up to and including the stop token
+    finished: bool           # it ended with a stop token (not at max_new_tokens)
+    token_ids: list[int]
+    logp: float | None = None
+    logp_start: float | None = None
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -88,7 +104,7 @@ def answer_length(tokens, stops: list[int]) -> tuple[int, bool]:
 
 
 def sample_answers(model, tokenizer, questions: list[str], settings: GenerationSettings):
-    """Yields (question index, sample index, answer, number of new tokens, finished)."""
+    """Yields a `Sample` per answer (without log-probabilities)."""
     import torch
 
     from valuedrift.llm.local import stop_token_ids
@@ -113,7 +129,7 @@ def sample_answers(model, tokenizer, questions: list[str], settings: GenerationS
         for row, tokens in enumerate(new):
             n_tokens, finished = answer_length(tokens, stops)
             text = tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True).strip()
-            yield idx[row // n], row % n, text, n_tokens, finished
+            yield Sample(idx[row // n], row % n, text, n_tokens, finished, tokens[:n_tokens].tolist())
 
 
 class VllmEngine:
@@ -178,7 +194,7 @@ class VllmEngine:
                 for i in range(n_prompts)]
 
     def answers(self, model_path: str, questions: list[str]):
-        """Same yield as `sample_answers`."""
+        """Same yield as `sample_answers`; no log-probabilities (KL is measured with the hf backend)."""
         from transformers import AutoTokenizer, GenerationConfig
 
         from valuedrift.checksums import verify_snapshot
@@ -195,21 +211,69 @@ class VllmEngine:
         params = self.sampling(len(prompts), stop_token_ids(generation_config, tokenizer))
         for i, request in enumerate(self.llm.generate(prompts, params, lora_request=lora)):
             for sample, out in enumerate(request.outputs):
-                yield i, sample, out.text.strip(), len(out.token_ids), out.finish_reason == "stop"
+                yield Sample(i, sample, out.text.strip(), len(out.token_ids), out.finish_reason == "stop",
+                             list(out.token_ids))
 
 
 class HfGenerator:
-    """transformers `generate`: each snapshot loaded in turn, reseeded before it is sampled."""
+    """transformers `generate`: each snapshot loaded in turn, reseeded before it is sampled.
+
+    It also scores each answer under the snapshot's policy and under the run's start policy (the
+    first snapshot, k=0, kept loaded), both at the sampling temperature, for the Monte-Carlo
+    estimate of KL(snapshot ‖ start) on the evaluation questions. Nucleus sampling (top_p < 1)
+    truncates the policy in a way the scores do not follow, so no scores are written then."""
 
     def __init__(self, settings: GenerationSettings, seed: int):
         self.settings, self.seed = settings, seed
+        self.start = None  # (model, tokenizer) of the run's start, once its snapshot came by
+        self.scores = settings.top_p == 1.0 and settings.kl_samples > 0
 
     def answers(self, model_path: str, questions: list[str]):
         from transformers import set_seed
 
         set_seed(self.seed)
         model, tokenizer = load_for_inference(model_path, self.settings.dtype)
-        yield from sample_answers(model, tokenizer, questions, self.settings)
+        samples = list(sample_answers(model, tokenizer, questions, self.settings))
+        if not self.scores:
+            return samples
+        if self.start is None and snapshot_position(model_path)["k"] == 0:
+            self.start = (model, tokenizer)
+        if self.start is None:
+            log.warning("%s: no start snapshot (k=0) came first, so its answers are not scored for KL", model_path)
+            return samples
+        # the first kl_samples answers of each question: the estimate needs far fewer answers than
+        # the stance shares, and each scored answer costs two forward passes
+        scored = [s for s in samples if s.sample < self.settings.kl_samples]
+        prompts = render_prompts(tokenizer, questions)
+        logp = answer_logprobs(model, tokenizer, prompts, scored, self.settings)
+        logp_start = logp if self.start[0] is model else answer_logprobs(*self.start, prompts, scored, self.settings)
+        scores = {(s.question, s.sample): (a, b) for s, a, b in zip(scored, logp, logp_start)}
+        return [s._replace(logp=scores[s.question, s.sample][0], logp_start=scores[s.question, s.sample][1])
+                if (s.question, s.sample) in scores else s for s in samples]
+
+
+def answer_logprobs(model, tokenizer, prompts: list[str], samples: list[Sample], settings: GenerationSettings,
+                    batch_size: int = 64) -> list[float]:
+    """log p(answer | prompt) of each sample under `model` at the sampling temperature: the sum of
+    its tokens' log-probabilities, read from one teacher-forced forward pass per batch."""
+    import torch
+
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    texts = [prompt_ids[s.question] + s.token_ids for s in samples]
+    pad = tokenizer.pad_token_id
+    out = []
+    for start in range(0, len(samples), batch_size):
+        batch = list(range(start, min(start + batch_size, len(samples))))
+        width = max(len(texts[i]) for i in batch)
+        ids = torch.tensor([texts[i] + [pad] * (width - len(texts[i])) for i in batch], device=model.device)
+        mask = torch.tensor([[1] * len(texts[i]) + [0] * (width - len(texts[i])) for i in batch], device=model.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits.float() / settings.temperature
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        for row, i in enumerate(batch):
+            first = len(prompt_ids[samples[i].question]) - 1  # the position that predicts the answer's first token
+            out.append(float(logprobs[row, first:len(texts[i]) - 1].sum()))
+    return out
 
 
 def load_for_inference(model_path: str, dtype: str = "auto"):
@@ -229,10 +293,11 @@ def load_for_inference(model_path: str, dtype: str = "auto"):
 
 def generation_rows(generator, model: str, prompts: list[dict], base: dict) -> list[dict]:
     """The answers of one snapshot, as rows sorted by question and sample."""
-    rows = [{**base, **snapshot_position(model), "question_id": prompts[i]["question_id"], "topic": prompts[i]["topic"],
-             "question": prompts[i]["question"], "sample": sample, "answer": text, "n_tokens": n_tokens,
-             "finished": finished}
-            for i, sample, text, n_tokens, finished in generator.answers(model, [p["question"] for p in prompts])]
+    position = snapshot_position(model)
+    rows = [{**base, **position, "question_id": prompts[s.question]["question_id"], "topic": prompts[s.question]["topic"],
+             "question": prompts[s.question]["question"], "sample": s.sample, "answer": s.text,
+             "n_tokens": s.n_tokens, "finished": s.finished, "logp": s.logp, "logp_start": s.logp_start}
+            for s in generator.answers(model, [p["question"] for p in prompts])]
     return sorted(rows, key=lambda r: (r["question_id"], r["sample"]))
 
 

@@ -2,12 +2,15 @@
 
 Reads generations (or any JSONL with `question` and `answer`) and writes the same rows without the
 texts, plus the judge's name, version and the three probabilities. Several files (a run's
-snapshots) are judged in one process, one output each, so the judge loads once per run.
+snapshots) are judged in one process, one output each, so the judge loads once per run; with
+`--judges`, several judges (the main one and those compared with it) judge them in turn, each
+loaded once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 log = logging.getLogger(__name__)
@@ -27,20 +30,28 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--generations", required=True, nargs="+",
                         help="answers to judge (JSONL: question, answer, ...), one file per snapshot")
     judge_arguments(parser, required=False)
-    parser.add_argument("--output", required=True, nargs="+", help="stances JSONL to write, one per --generations")
+    parser.add_argument("--judges", default=None, type=json.loads,
+                        help="JSON list of judges instead of --judge: [{name, settings, model_dir}, ...]")
+    parser.add_argument("--output", required=True, nargs="+",
+                        help="stances JSONL to write, one per --generations (per judge and --generations with "
+                             "--judges, judge by judge)")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    from valuedrift.behaviour.judges import judge_from_args
+    from valuedrift.behaviour.judges import judge_from_args, load_judge
     from valuedrift.io import InputError
 
-    if len(args.generations) != len(args.output):
-        raise InputError(f"{len(args.generations)} --generations files but {len(args.output)} --output files; "
-                         "give one output per input, in the same order")
-    judge = judge_from_args(args)
-    for generations, output in zip(args.generations, args.output):
-        judge_file(judge, generations, output)
+    specs = args.judges or [None]
+    if len(specs) * len(args.generations) != len(args.output):
+        raise InputError(f"{len(specs)} judge(s) x {len(args.generations)} --generations files but "
+                         f"{len(args.output)} --output files; give one output per judge and input, judge by judge")
+    outputs = iter(args.output)
+    for spec in specs:
+        judge = judge_from_args(args) if spec is None else load_judge(spec["name"], spec["settings"],
+                                                                      spec.get("model_dir"))
+        for generations in args.generations:
+            judge_file(judge, generations, next(outputs))
 
 
 def judge_file(judge, generations: str, output: str) -> None:

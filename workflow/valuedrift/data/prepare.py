@@ -6,7 +6,10 @@ held-out pairs, `--settings` is the dataset's whole entry in the config, whose o
 rows come from:
 - `miniature`: drawn from the miniature world (seeded, with a known stance mixture);
 - `hub`: a hub dataset (or a local copy) normalized by `valuedrift.data.hub`;
-- `synthetic`: value-gap pairs built by `valuedrift build-value-gap` (`--pairs`).
+- `synthetic`: value-gap pairs built by `valuedrift build-value-gap` (`--pairs`);
+- `derived`: another preference set's pairs (`--source`) relabelled: chosen and rejected swapped
+  in a seeded choice of round(n·(1 − gap_share)/2) pairs, so the texts stay the same and the net
+  value gap is gap_share times the source's (0: a null set, no net gap; 1: the source itself).
 The other kinds come from the world (`--settings` is then its own entry, e.g. `judge_data`),
 except prism-prompts, whose `--settings` is a hub source. The same config always writes the
 same file.
@@ -33,6 +36,7 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--world", required=True, help="JSON: the config's `world` section and `seed`")
     parser.add_argument("--settings", default="{}", help="JSON: the dataset's entry in the config")
     parser.add_argument("--pairs", default=None, help="synthetic sets: the value-gap pairs file")
+    parser.add_argument("--source", default=None, help="derived sets: the preference set whose pairs are relabelled")
     parser.add_argument("--output", required=True, help="JSONL file to write")
     return parser
 
@@ -78,7 +82,30 @@ def rows_for(args: argparse.Namespace):
         from valuedrift.data.value_gap import preference_rows
 
         return preference_rows(args.pairs, **settings["synthetic"], seed=world["seed"])
+    if "derived" in settings:
+        from valuedrift.io import read_jsonl
+
+        rows = read_jsonl(args.source, required=["prompt", "chosen", "rejected"])
+        return relabelled(rows, settings["derived"]["gap_share"], f"{world['seed']}/derived/{args.name}")
     return world_rows(args.kind, args.name, world, settings["miniature"])
+
+
+def relabelled(rows: list[dict], gap_share: float, seed: str) -> list[dict]:
+    """The pairs with chosen and rejected swapped in a seeded choice of round(n·(1 − gap_share)/2)
+    of them: a swapped pair's gap counts against a kept one's, so the net gap is gap_share times
+    the source's, with the very same texts."""
+    import random
+
+    swapped = set(random.Random(seed).sample(range(len(rows)), round(len(rows) * (1 - gap_share) / 2)))
+    out = []
+    for i, row in enumerate(rows):
+        row = {**row, "swapped": i in swapped}
+        if i in swapped:
+            row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+            if "chosen_stance" in row:
+                row["chosen_stance"], row["rejected_stance"] = row["rejected_stance"], row["chosen_stance"]
+        out.append(row)
+    return out
 
 
 def main(args: argparse.Namespace) -> None:

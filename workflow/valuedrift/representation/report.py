@@ -15,7 +15,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-RUN = ["model", "sft_data", "algorithm", "pref_data", "phase"]
+# one row per run and training seed (the representation study's own statistics pool no seeds yet)
+RUN = ["model", "seed", "sft_data", "algorithm", "pref_data", "phase"]
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
@@ -32,7 +33,8 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 
 
 def run_label(row) -> str:
-    return "SFT" if row["phase"] == "sft" else f"{row['algorithm']} / {row['pref_data']}"
+    name = "SFT" if row["phase"] == "sft" else f"{row['algorithm']} / {row['pref_data']}"
+    return f"{name} (seed {row['seed']})" if "seed" in row else name
 
 
 def peak_layers(table):
@@ -106,7 +108,8 @@ def _per_algorithm(table, draw, xlabel: str, ylabel: str):
     fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), sharey=True, squeeze=False)
     for ax, pref in zip(axes[0], sets):
         for i, (algorithm, r) in enumerate(d[d["pref_data"] == pref].groupby("algorithm")):
-            draw(ax, r, f"C{i}", algorithm)
+            for j, (_, seed_rows) in enumerate(r.groupby("seed")):  # one line per seed, one legend entry
+                draw(ax, seed_rows, f"C{i}", algorithm if j == 0 else None)
         ax.set_title(pref)
         ax.set_xlabel(xlabel)
     axes[0, 0].set_ylabel(ylabel)

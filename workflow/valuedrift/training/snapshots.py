@@ -1,7 +1,8 @@
 """Probe snapshots at fixed fractions of a training phase.
 
-Snapshot k (k = 0..K) is the model after round(k/K × total steps) optimizer steps; k = 0 is the
-starting model. Positions depend only on K and the phase length, so every algorithm's trajectory
+Snapshot k (k = 0..K) is the model after round(f_k × total steps) optimizer steps, where the
+fractions f_k are k/K or a list the config gives (denser early, to time an early drift); k = 0 is
+the starting model. Positions depend only on K and the phase length, so every algorithm's trajectory
 lines up. Each snapshot is saved to a temporary folder and renamed into place with `meta.json`
 written last: a folder with a `meta.json` is complete, anything else is ignored and rewritten.
 `meta.json` also records the sha256 of every file of the snapshot (`valuedrift.checksums`), which
@@ -22,14 +23,20 @@ from valuedrift.checksums import folder_checksums
 from valuedrift.io import InputError, write_json
 
 
-def snapshot_steps(total_steps: int, num_snapshots: int) -> list[int]:
-    """Steps of snapshots 0..K; K+1 distinct steps from 0 to total_steps."""
-    if total_steps < num_snapshots:
+def snapshot_steps(total_steps: int, snapshots: int | list[float]) -> list[int]:
+    """Steps of snapshots 0..K: K evenly spaced (an int K) or at the given fractions of the phase;
+    K+1 distinct steps from 0 to total_steps."""
+    if isinstance(snapshots, int):
+        steps = [round(k * total_steps / snapshots) for k in range(snapshots + 1)]
+    else:
+        steps = [0] + [round(f * total_steps) for f in snapshots]
+    if len(set(steps)) < len(steps):
         raise InputError(
-            f"the phase has only {total_steps} optimizer steps, fewer than the {num_snapshots} "
-            "snapshots asked for: lower snapshots_per_phase or train on more data/epochs"
+            f"the phase has only {total_steps} optimizer steps, fewer than the {len(steps) - 1} "
+            f"snapshots asked for need (steps {steps} coincide): lower snapshots_per_phase, space its "
+            "fractions further apart, or train on more data/epochs"
         )
-    return [round(k * total_steps / num_snapshots) for k in range(num_snapshots + 1)]
+    return steps
 
 
 def is_complete(folder: str | os.PathLike) -> bool:
@@ -55,12 +62,13 @@ def cast_weights(folder: str | os.PathLike, dtype: str) -> None:
 class SnapshotCallback(TrainerCallback):
     """Saves snapshot k when training reaches its step; skips snapshots already complete (resume)."""
 
-    def __init__(self, folder: str | os.PathLike, num_snapshots: int, meta: dict, checkpoint: bool = True,
+    def __init__(self, folder: str | os.PathLike, snapshots: int | list[float], meta: dict, checkpoint: bool = True,
                  dtype: str = "auto"):
         self.folder = Path(folder)
         self.dtype = dtype  # stored dtype of the snapshots; auto: as trained
         self.checkpoint = checkpoint  # also request a resume checkpoint at each snapshot
-        self.num_snapshots = num_snapshots
+        self.snapshots = snapshots  # K, or the fractions of snapshots 1..K
+        self.num_snapshots = snapshots if isinstance(snapshots, int) else len(snapshots)
         self.meta = meta
         self.trainer = None  # set by the caller once the trainer exists
         self.steps: list[int] = []
@@ -69,7 +77,7 @@ class SnapshotCallback(TrainerCallback):
         self.done = {int(p.name) for p in self.folder.glob("*") if p.name.isdigit() and is_complete(p)}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.steps = snapshot_steps(state.max_steps, self.num_snapshots)
+        self.steps = snapshot_steps(state.max_steps, self.snapshots)
         if state.global_step == 0:
             self._save(0, state)
 

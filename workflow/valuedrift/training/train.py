@@ -39,7 +39,10 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="starting model: hub id or folder")
     parser.add_argument("--data", required=True, help="training set (JSONL in the project's SFT or preference schema)")
     parser.add_argument("--run-dir", required=True, help="run folder; snapshots go to RUN_DIR/snapshots/k")
-    parser.add_argument("--snapshots", type=int, required=True, help="K: snapshots after the start")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--snapshots", type=int, help="K: snapshots after the start, evenly spaced")
+    where.add_argument("--fractions", type=json.loads,
+                       help="JSON list: the fractions of the phase of snapshots 1..K (increasing, the last 1.0)")
     parser.add_argument("--snapshot-dtype", default="auto", choices=SNAPSHOT_DTYPES,
                         help="dtype of the saved snapshots (auto: as trained; bfloat16 halves fp32's disk)")
     parser.add_argument("--settings", default="{}", help="JSON: fields of the algorithm's TRL config")
@@ -62,9 +65,18 @@ def settings_hash(args: argparse.Namespace) -> str:
     from valuedrift.checksums import content_id
 
     inputs = [content_id(p) for p in (args.model, args.data, args.reward_model, args.judge_model)]
-    key = json.dumps([args.algorithm, inputs, args.snapshots, json.loads(args.settings), args.seed,
+    key = json.dumps([args.algorithm, inputs, snapshot_spec(args), json.loads(args.settings), args.seed,
                       args.judge_reward, json.loads(args.lora), args.snapshot_dtype], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def snapshot_spec(args: argparse.Namespace) -> int | list[float]:
+    """K, or the fractions of snapshots 1..K."""
+    return args.snapshots if args.fractions is None else [float(f) for f in args.fractions]
+
+
+def snapshot_count(args: argparse.Namespace) -> int:
+    return args.snapshots if args.fractions is None else len(args.fractions)
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
@@ -114,6 +126,13 @@ def publish_snapshots(work: Path, run_dir: Path, num_snapshots: int) -> None:
         os.replace(src, out / str(k))
 
 
+def precomputes_reference(args: argparse.Namespace) -> bool:
+    """With `precompute_ref_log_probs` (DPO, IPO, KTO) TRL computes every reference log-prob
+    before the first step, from the policy itself, which is still the start model then (a resumed
+    phase loads its checkpoint only once training begins): a frozen copy would only hold memory."""
+    return bool(json.loads(args.settings).get("precompute_ref_log_probs"))
+
+
 def load_models(args: argparse.Namespace):
     """The policy and whatever else the algorithm needs, all from folders or hub ids."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -130,7 +149,7 @@ def load_models(args: argparse.Namespace):
     else:
         policy = AutoModelForCausalLM.from_pretrained(args.model)
     models = Models(policy, tokenizer)
-    if algo.reference_model:
+    if algo.reference_model and not precomputes_reference(args):
         models.reference = AutoModelForCausalLM.from_pretrained(args.model)
     if algo.reward:
         if args.judge_reward and args.algorithm != "ppo":
@@ -200,6 +219,7 @@ def check_rows_kept(trainer, n_rows: int, settings: dict) -> None:
 def main(args: argparse.Namespace) -> None:
     import torch
     from accelerate import PartialState
+    from transformers import set_seed
 
     from valuedrift.io import atomic_path
     from valuedrift.training.data import load_training_data
@@ -228,10 +248,14 @@ def main(args: argparse.Namespace) -> None:
             prepare_work_dir(work, config_hash, algo.resumable)
         resume = last_complete_checkpoint(work)
 
+    # seeded before loading: a reward model's (and value model's) new score head is initialised at
+    # load time, before the trainer seeds anything, and unseeded it made every PPO and GRPO run
+    # that reads the reward model different from the last
+    set_seed(args.seed)
     models = load_models(args)
     dataset = load_training_data(algo.data, args.data, models.tokenizer)
     meta = {"algorithm": args.algorithm, "start_model": args.model, "data": args.data, "settings_hash": config_hash}
-    snapshots = SnapshotCallback(work / "snapshots", args.snapshots, meta, checkpoint=algo.resumable,
+    snapshots = SnapshotCallback(work / "snapshots", snapshot_spec(args), meta, checkpoint=algo.resumable,
                                  dtype=args.snapshot_dtype)
     preemption = Preemption()
     callbacks = [snapshots]
@@ -252,7 +276,7 @@ def main(args: argparse.Namespace) -> None:
         finish_distributed()
         sys.exit(EXIT_PREEMPTED)
     if trainer.is_world_process_zero():
-        publish_snapshots(work, run_dir, args.snapshots)
+        publish_snapshots(work, run_dir, snapshot_count(args))
         with atomic_path(run_dir / "trainer_state.json") as tmp:  # the loss curve and other logs
             trainer.state.save_to_json(str(tmp))
         shutil.rmtree(work)

@@ -62,7 +62,7 @@ BASE_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "activation_checkpointing": False,
     "save_strategy": "no",
-    "logging_steps": 10,
+    "logging_steps": 1,  # every step: the training-health report reads the curves
     "disable_tqdm": True,
     "dataloader_num_workers": 0,
 }
