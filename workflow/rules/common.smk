@@ -215,6 +215,9 @@ def stance_files(judge):
 
 
 STANCE_FILES = stance_files(JUDGE)
+# the runs whose representations are probed: every run, or those of the seeds `representation.seeds` names
+REPRESENTATION_RUNS = [run for run in grid.runs(config)
+                       if config["representation"].get("seeds") is None or run.seed in config["representation"]["seeds"]]
 # every phase that trains (not a skipped SFT): its trainer_state.json feeds the training-health report
 TRAINED_RUNS = [run for run in grid.runs(config) + grid.reward_models(config)
                 if not (run.phase == "sft" and run.sft_data in SKIPPED_SFT)]

@@ -27,7 +27,7 @@ rule probe_representations:
     params:
         run_dir=lambda w, input: Path(input.snapshots[0]).parent.parent,
         snapshots=K,
-        settings=as_json(config["representation"]),
+        settings=as_json({k: v for k, v in config["representation"].items() if k in ("hidden", "probe")}),
         tags=run_tags,
         seed=config["seed"],
     threads: job_threads("probe")
@@ -47,7 +47,7 @@ rule probe_representations:
 
 rule representation_report:
     input:
-        [f"{R}/{run}/representation/probes.csv" for run in runs()],
+        [f"{R}/{run.path}/representation/probes.csv" for run in REPRESENTATION_RUNS],
     output:
         table=f"{R}/aggregate/representation.csv",
         summary=report(
