@@ -6,6 +6,7 @@ import pytest
 
 from valuedrift.cli import main as cli
 from valuedrift.training.snapshots import snapshot_steps
+from valuedrift.training.trainers import ALGORITHMS
 
 from conftest import WORLD
 
@@ -105,6 +106,68 @@ def test_algorithm_trains_from_the_sft_result(algorithm, data, sft_run, reward_m
     check_snapshots(run_dir)
 
 
+def differing_tensors(run_a, run_b, k=2) -> list[str]:
+    """The tensors of snapshot k whose bits differ between two runs (a NaN equals the same NaN)."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = (load_file(run / "snapshots" / str(k) / "model.safetensors") for run in (run_a, run_b))
+    assert a.keys() == b.keys()
+    bits = lambda t: t.contiguous().reshape(-1).view(torch.uint8)  # noqa: E731
+    return sorted(name for name in a if not torch.equal(bits(a[name]), bits(b[name])))
+
+
+def phase_inputs(algorithm, data, sft_run, reward_model):
+    """Start model, training rows, settings and extra arguments of a brief phase of `algorithm`."""
+    if algorithm == "sft":
+        return data / "base", data / "sft.jsonl", {"num_train_epochs": 1, "max_length": 96}, ()
+    if algorithm == "reward":
+        return sft_run / "snapshots" / "2", data / "pref.jsonl", {"num_train_epochs": 1, "max_length": 512}, ()
+    return (sft_run / "snapshots" / "2", data / "pref.jsonl", ALGORITHM_SETTINGS[algorithm],
+            ("--reward-model", str(reward_model)))
+
+
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_a_fixed_seed_gives_bit_identical_weights(algorithm, data, sft_run, reward_model, tmp_path):
+    """The same phase twice with the same seed; the second starts after the first has moved every
+    global random state (torch, numpy, Python), so whatever the phase draws unseeded shows."""
+    start, rows, settings, extra = phase_inputs(algorithm, data, sft_run, reward_model)
+    for run in ("first", "second"):
+        train(data, algorithm, start, rows, tmp_path / run, settings, "--seed", "1", *extra)
+    assert differing_tensors(tmp_path / "first", tmp_path / "second") == []
+
+
+def test_reward_model_ppo_and_grpo_repeat_bit_for_bit_in_fresh_processes(data, sft_run, reward_model, tmp_path):
+    """As the workflow runs them, each phase in a process of its own (here with another hash seed):
+    the reward model retrained with the same seed has the very weights of the `reward_model`
+    fixture, and PPO and GRPO trained on it the very weights of PPO and GRPO trained on the fixture
+    in this process. Online algorithms sample their answers, so their seeds must reach the
+    sampling, the dataloader and every freshly initialised head."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+
+    def fresh(algorithm, start, rows, run_dir, settings, *extra):
+        subprocess.run(["valuedrift", "train", "--algorithm", algorithm, "--model", str(start), "--data", str(rows),
+                        "--run-dir", str(run_dir), "--snapshots", "2", "--settings",
+                        json.dumps({"per_device_train_batch_size": 8, **settings}), *extra],
+                       env=env, check=True, capture_output=True)
+
+    start, rows, settings, _ = phase_inputs("reward", data, sft_run, reward_model)
+    fresh("reward", start, rows, tmp_path / "reward", settings)
+    assert differing_tensors(reward_model.parent.parent, tmp_path / "reward") == []
+    for algorithm in ("ppo", "grpo"):
+        start, rows, settings, _ = phase_inputs(algorithm, data, sft_run, reward_model)
+        train(data, algorithm, start, rows, tmp_path / f"{algorithm}-here", settings, "--reward-model",
+              str(reward_model))
+        fresh(algorithm, start, rows, tmp_path / f"{algorithm}-fresh", settings, "--reward-model",
+              str(tmp_path / "reward" / "snapshots" / "2"))
+        for k in (1, 2):
+            assert differing_tensors(tmp_path / f"{algorithm}-here", tmp_path / f"{algorithm}-fresh", k) == [], \
+                f"{algorithm} snapshot {k}"
+
+
 def test_precomputed_reference_log_probs_need_no_reference_copy(data, sft_run, tmp_path, monkeypatch):
     """With precompute_ref_log_probs TRL takes the reference log-probs from the policy before the
     first step: no frozen copy is loaded, and the weights are those a copy gives."""
@@ -199,3 +262,39 @@ def test_bfloat16_snapshots_hold_the_trained_weights_in_half_the_disk(data, sft_
     size = {run: (run / "snapshots" / "2" / "model.safetensors").stat().st_size for run in (sft_run, run_dir)}
     assert size[run_dir] < 0.52 * size[sft_run]
     assert AutoModelForCausalLM.from_pretrained(run_dir / "snapshots" / "2").dtype == torch.bfloat16
+
+
+def test_ppo_scores_each_answer_where_the_reward_model_was_trained_to(data, reward_model):
+    """RewardTrainer scores the chat-rendered text's last token, after the end-of-turn token; PPO
+    reads the score at an answer's own last token. The wrapper appends the template's suffix to
+    every answer that ended, so PPO's scores equal the reward model's on the rendered text, and
+    leaves answers cut off before the end as they were."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl.experimental.utils import get_reward
+
+    from valuedrift.io import read_jsonl
+    from valuedrift.training.rewards import scored_at_turn_end
+
+    tok = AutoTokenizer.from_pretrained(reward_model)
+    rm = AutoModelForSequenceClassification.from_pretrained(reward_model, num_labels=1).eval()
+    wrapped = scored_at_turn_end(rm, tok)
+    rows = read_jsonl(data / "pref.jsonl")[:6]
+    prompts = [tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)
+               for r in rows]
+    answers = [tok(r["chosen"][0]["content"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in rows]
+    answers[0] = answers[0][:-5]  # cut off before its end
+    width, length = max(map(len, prompts)), max(map(len, answers)) + 3
+    pad = tok.pad_token_id or 0
+    batch = torch.tensor([[pad] * (width - len(p)) + p + a + [pad] * (length - len(a)) for p, a in zip(prompts, answers)])
+    with torch.no_grad():
+        got = get_reward(wrapped, batch, pad, width)[1].reshape(-1)
+        plain = get_reward(rm, batch, pad, width)[1].reshape(-1)
+        for i, (row, answer) in enumerate(zip(rows, answers)):
+            if i == 0:
+                assert got[i] == pytest.approx(float(plain[i]), abs=1e-5)
+                continue
+            text = tok.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": tok.decode(answer[:-1])}],
+                                           tokenize=True, return_dict=False)
+            assert float(got[i]) == pytest.approx(float(rm(torch.tensor([text])).logits[0, 0]), abs=1e-4)
+    assert not torch.allclose(got[1:], plain[1:], atol=1e-4), "scoring at EOS itself is what the wrapper corrects"

@@ -134,7 +134,9 @@ def make_trainer(algorithm: str, models: Models, dataset, config, callbacks=(), 
     if algo.value_model:
         kwargs["value_model"] = models.value
     if algo.reward and algorithm == "ppo":
-        kwargs["reward_model"] = models.reward
+        from valuedrift.training.rewards import scored_at_turn_end
+
+        kwargs["reward_model"] = scored_at_turn_end(models.reward, models.tokenizer)
     elif algo.reward:
         kwargs["reward_funcs"] = models.reward
         if hasattr(models.reward, "config"):  # a reward model reads text with the policy's tokenizer
