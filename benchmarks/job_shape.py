@@ -1,6 +1,6 @@
 """Job shape: what the workflow's jobs spend beyond the work they exist for, one section each.
 
-    python benchmarks/job_shape.py [--only training] [--repeats 3] [--scratch DIR]
+    python benchmarks/job_shape.py [--only training|probes] [--repeats 3] [--scratch DIR]
 
 training: the default study's DPO job (config.yaml's `algorithms.dpo`, its snapshots, the first
 training seed, one thread), started as `valuedrift train` the way workflow/rules/train.smk starts
@@ -8,6 +8,11 @@ it, against the bare TRL script a user would write for the same training: same S
 preference rows, same DPOConfig and seed, no snapshots, no checkpoints. Both run as fresh
 processes, alternating, `--repeats` times each; prints the wall-time medians, their ratio, and
 each side's final training loss (equal when both trained the same way).
+
+probes: the behaviour probe (answers and their stances, by every probe judge) of 4 finished runs
+of the default study (README command 1 first), in the old shape, a generate job and a judge job
+per snapshot, against the workflow's shape, one job per run that generates and judges; two jobs
+at a time, as `snakemake --cores 2` runs them. Prints jobs, job-seconds and wall time of each.
 
 The jobs' inputs (the miniature world's data, the tiny base model and its SFT result) are built
 once with the workflow's own commands and kept in the scratch folder (default:
@@ -229,25 +234,43 @@ def run_jobs(commands: list[list[str]], workers: int, logs: Path) -> tuple[float
     return sum(seconds), time.perf_counter() - start
 
 
-def probe_commands(runs: list[Path], results: Path, out: Path, per_run: bool) -> tuple[list, list]:
-    """(generate commands, judge commands) with the default config's settings and main judge: one
-    per snapshot, or one per run."""
+def probe_judges(config: dict, results: Path) -> str:
+    """Every judge that labels every run's answers (`judge.name` and `judge.compare`), as `--judges`
+    takes them (workflow/rules/common.smk: judge_specs)."""
+    names = dict.fromkeys([config["judge"]["name"], *(config["judge"].get("compare") or [])])
+    specs = []
+    for name in names:
+        settings = dict(config["judges"][name])
+        if settings.get("encoder") in config["models"]:  # a miniature model named in the config
+            settings["encoder"] = str(results / settings["encoder"] / "base")
+        specs.append({"name": name, "settings": settings, "model_dir": str(results / "judge" / name)})
+    return as_json(specs)
+
+
+def probe_commands(runs: list[Path], results: Path, out: Path, per_run: bool) -> list[list[str]]:
+    """The behaviour probe's commands with the default config's settings and judges: per snapshot
+    a generate job and a judge job (the old shape), or per run one generate job that also judges
+    (the workflow's shape where every judge is a trained classifier)."""
     config = default_config()
-    judge = config["judge"]["name"]
-    generate, judge_jobs = [], []
+    judges = probe_judges(config, results)
+    n_judges = len(json.loads(judges))
+    commands = []
     for i, run in enumerate(runs):
         snaps = [str(p) for p in snapshots_of(run)]
         gens = [str(out / f"{i}-{k}.generations.jsonl") for k in range(len(snaps))]
-        stances = [g.replace("generations", "stances") for g in gens]
-        groups = [(snaps, gens, stances)] if per_run else [([a], [b], [c]) for a, b, c in zip(snaps, gens, stances)]
-        for snap, gen, stance in groups:
-            generate.append([*VALUEDRIFT, "generate", "--model", *snap, "--prompts",
-                             str(results / "data" / "eval_prompts.jsonl"), "--output", *gen,
-                             "--settings", as_json(config["behaviour"]), "--seed", str(config["seed"])])
-            judge_jobs.append([*VALUEDRIFT, "judge", "--generations", *gen, "--judge", judge, "--judge-settings",
-                               as_json(config["judges"][judge]), "--judge-model", str(results / "judge" / judge),
-                               "--output", *stance])
-    return generate, judge_jobs
+        groups = [(snaps, gens)] if per_run else [([a], [b]) for a, b in zip(snaps, gens)]
+        for snap, gen in groups:
+            # judge by judge, as `--judges` writes them
+            stances = [g.replace("generations", f"stances-{j}") for j in range(n_judges) for g in gen]
+            generate = [*VALUEDRIFT, "generate", "--model", *snap, "--prompts",
+                        str(results / "data" / "eval_prompts.jsonl"), "--output", *gen,
+                        "--settings", as_json(config["behaviour"]), "--seed", str(config["seed"])]
+            judge = ["--judges", judges, "--stances", *stances] if per_run else []
+            commands.append(("generate", generate + judge))
+            if not per_run:
+                commands.append(("judge", [*VALUEDRIFT, "judge", "--generations", *gen, "--judges", judges,
+                                           "--output", *stances]))
+    return commands
 
 
 def probe_shape(scratch: Path, repeats: int, results: Path = ROOT / "results", limit: int = 4,
@@ -260,10 +283,13 @@ def probe_shape(scratch: Path, repeats: int, results: Path = ROOT / "results", l
     for shape, per_run in (("one job per snapshot", False), ("one job per run", True)):
         out = scratch / "probes" / shape.replace(" ", "_")
         shutil.rmtree(out, ignore_errors=True)
-        generate, judge = probe_commands(runs, results, out, per_run)
+        commands = probe_commands(runs, results, out, per_run)
+        # judge jobs read the generate jobs' answers, so they start once those are done
+        generate = [c for kind, c in commands if kind == "generate"]
+        judge = [c for kind, c in commands if kind == "judge"]
         g_jobs, g_wall = run_jobs(generate, workers, out / "logs-generate")
-        j_jobs, j_wall = run_jobs(judge, workers, out / "logs-judge")
-        figures[shape] = {"jobs": len(generate) + len(judge), "generate_job_s": g_jobs, "judge_job_s": j_jobs,
+        j_jobs, j_wall = run_jobs(judge, workers, out / "logs-judge") if judge else (0.0, 0.0)
+        figures[shape] = {"jobs": len(commands), "generate_job_s": g_jobs, "judge_job_s": j_jobs,
                           "job_s": g_jobs + j_jobs, "wall_s": g_wall + j_wall}
         print(f"  {shape}: {figures[shape]['jobs']} jobs, {g_jobs + j_jobs:.0f} job-s", flush=True)
     return figures
@@ -279,7 +305,7 @@ def print_probes(figures: dict) -> None:
               f"{f['job_s']:>8.1f}{f['wall_s']:>8.1f}")
     old, new = figures["one job per snapshot"], figures["one job per run"]
     print(f"  per run / per snapshot: {new['job_s'] / old['job_s']:.2f}x job-seconds, "
-          f"{new['wall_s'] / old['wall_s']:.2f}x wall time (the per-run job also scores every answer for KL)")
+          f"{new['wall_s'] / old['wall_s']:.2f}x wall time (the per-run job also judges, and scores answers for KL)")
 
 
 # name -> (measure(scratch, repeats) -> figures, print(figures)); a section is one --only choice

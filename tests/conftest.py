@@ -40,3 +40,12 @@ def tiny(tmp_path_factory) -> Path:
          "--settings", '{"miniature": {"size": 32, "kind": "value_gap", "chosen": "support", "rejected": "oppose"}}'])
     cli(["build-base", "--corpus", str(d / "pretrain.jsonl"), "--output", str(d / "base"), "--settings", TINY_MODEL])
     return d
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A loopback server speaking the OpenAI chat-completions protocol (tests/llm_server.py)."""
+    from llm_server import ChatServer
+
+    with ChatServer() as s:
+        yield s

@@ -114,12 +114,14 @@ def dry_run(*args):
 
 
 def test_dry_run_shows_every_stage():
-    out = dry_run()
+    out = dry_run("-p")
     for rule in ("prepare_pretrain_corpus", "prepare_sft_data", "prepare_preference_data", "prepare_eval_prompts",
                  "prepare_judge_data", "build_base_model", "train_sft", "train_reward_model", "train_preference",
-                 "train_judge", "generate", "judge", "aggregate", "drift", "plot", "judge_pairs", "value_gap",
-                 "judge_labelled", "judge_report"):
+                 "train_judge", "generate", "aggregate", "drift", "plot", "judge_pairs", "value_gap",
+                 "judge_labelled", "judge_report", "training_health", "judge_sensitivity"):
         assert f"rule {rule}:" in out, rule
+    # the default judges are trained stance classifiers: the generate job judges too
+    assert "rule judge:" not in out and "--judges" in out
     for algorithm in ("ppo", "dpo", "simpo", "orpo", "kto", "grpo"):
         assert f"sft-wildchat_like/{algorithm}-support_chosen/snapshots/4" in out, algorithm
 

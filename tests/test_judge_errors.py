@@ -10,7 +10,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from llm_server import LOGPROBS, ChatServer
+from llm_server import LOGPROBS
 
 from valuedrift import STANCES
 from valuedrift.behaviour.judges import JUDGES
@@ -27,12 +27,6 @@ ANSWERS = {
 }
 KEY_ENV = "VALUEDRIFT_TEST_API_KEY"
 KEY = "sk-test-secret-4f9a"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with ChatServer() as s:
-        yield s
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from llm_server import LOGPROBS, ChatServer
+from llm_server import LOGPROBS
 
 from valuedrift import STANCES
 from valuedrift.behaviour.judges.llm import PROMPT, ApiJudge, LocalLLMJudge, judge_messages, judge_version
@@ -36,12 +36,6 @@ def by_hand(top):
         scores.append(logsumexp(lps) if lps else floor)
     z = np.exp(np.array(scores) - max(scores))
     return z / z.sum()
-
-
-@pytest.fixture(scope="module")
-def server():
-    with ChatServer() as s:
-        yield s
 
 
 @pytest.fixture

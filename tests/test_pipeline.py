@@ -84,7 +84,7 @@ def test_dpo_moves_support_on_the_value_gap_and_not_on_its_null(drift):
 
 
 def test_intervals_cover_seeds_and_questions(study, drift):
-    assert set(drift.n_seeds) == {2} and set(drift.ci_over) == {"seeds x questions"}
+    assert set(drift.n_seeds) == {2} and set(drift.ci_over) == {"seeds x questions, 2 seeds"}
     # the seeds' spread in the pooled table is that of each seed's own M, and the pooled M lies in it
     by_seed = pd.read_csv(study / "results" / "report" / "drift_by_seed.csv", keep_default_na=False)
     keys = ["sft_data", "algorithm", "pref_data", "topic", "stance"]
@@ -96,7 +96,7 @@ def test_intervals_cover_seeds_and_questions(study, drift):
 
 
 def test_drift_time_is_reported_only_where_the_stance_moved(drift):
-    assert len(drift) == 3 * 3 * 12 * 3  # runs (SFT, DPO x 2 sets) x (11 topics + all) x stances
+    assert len(drift) == 3 * 12 * 3  # runs (SFT, DPO x 2 sets) x (11 topics + all) x stances
     eta = drift.drift_time
     assert eta.dropna().between(0, 1).all()
     assert (eta.isna() == (drift.drift_time_note != "")).all()
@@ -110,7 +110,7 @@ def test_probes_read_each_snapshot_not_the_start_again(study, drift):
     start, end = ([json.loads(line)["answer"] for line in open(run / str(k) / "generations.jsonl")] for k in (0, 2))
     assert sum(a != b for a, b in zip(start, end)) > 0.5 * len(start)
     gap, null = cell(drift, "support_chosen", "support"), cell(drift, "support_chosen_null", "support")
-    assert gap.kl_end > 0 and gap.kl_low > 0 and gap.kl_end > null.kl_end
+    assert gap.kl_end > 0 and gap.kl_end_low > 0 and gap.kl_end > null.kl_end
     assert np.isfinite(gap.drift_per_nat)
 
 

@@ -36,7 +36,7 @@ def odd(tiny, tmp_path_factory):
 def overlay(odd, root, **extra) -> str:
     settings = {
         "models": {"ext": {"path": str(odd / "model")}},
-        "grid": {"models": ["ext"], "sft_datasets": ["wildchat_like"], "algorithms": [],
+        "grid": {"models": ["ext"], "seeds": [0], "sft_datasets": ["wildchat_like"], "algorithms": [],
                  "preference_datasets": []},
         "sft_datasets": {"wildchat_like": {"miniature": {"size": 64}}},
         "world": {"judge_data": {"train_size": 300, "test_size": 150, "noise_share": 0.3}},
@@ -61,17 +61,17 @@ def snakemake(root, odd, *args, **extra):
 
 
 def test_odd_paths_run_as_paths_and_nothing_in_them_is_executed(root, odd):
-    out, work = snakemake(root, odd, "results/ext/sft-wildchat_like/behaviour/1/stances.jsonl",
+    out, work = snakemake(root, odd, "results/ext/seed-0/sft-wildchat_like/behaviour/1/stances/stance_classifier.jsonl",
                           "results/diagnostics/judges/stance_classifier.jsonl")
     assert out.returncode == 0, out.stderr[-5000:]
-    assert (work / "results" / "ext" / "sft-wildchat_like" / "behaviour" / "1" / "stances.jsonl").stat().st_size
+    assert (work / "results" / "ext" / "seed-0" / "sft-wildchat_like" / "behaviour" / "1" / "stances" / "stance_classifier.jsonl").stat().st_size
     assert (work / "results" / "diagnostics" / "judges" / "stance_classifier.jsonl").stat().st_size
     assert executed(odd, root) == []
 
 
 def test_the_deepspeed_path_reaches_the_launcher_as_one_argument(root, odd):
     shutil.copy(root / "workflow" / "deepspeed" / "zero2.json", odd / "zero2.json")
-    out, _ = snakemake(root, odd, "-n", "-p", "results/ext/sft-wildchat_like/snapshots/1",
+    out, _ = snakemake(root, odd, "-n", "-p", "results/ext/seed-0/sft-wildchat_like/snapshots/1",
                        deepspeed=str(odd / "zero2.json"))
     assert out.returncode == 0, out.stderr[-3000:]
     (line,) = [line for line in out.stdout.splitlines() if line.startswith("Shell command: accelerate launch")]

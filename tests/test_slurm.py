@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 CI_FLAGS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
             "--seconds-between-status-checks", "2", "--latency-wait", "10", "--retries", "0",
@@ -30,11 +31,19 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(scope="module")
-def slurm_run(root, tmp_path_factory):
+def slurm_run(root, tmp_path_factory, server):
+    """The smallest study through SLURM, judged by an OpenAI-compatible API (the loopback server),
+    so that judging is a SLURM job of its own with the judge's resources."""
     work = tmp_path_factory.mktemp("slurm")
+    api_judge = work / "api-judge.yaml"
+    api_judge.write_text(yaml.safe_dump({
+        "judges": {"loopback": {"kind": "openai_api", "model": "judge-model", "base_url": server.base_url,
+                                "api_key_env": None, "concurrency": 8}},
+        "judge": {"name": "loopback", "compare": ["loopback", "stance_classifier"], "min_accuracy": 0.0}}))
     cmd = ["snakemake", "--profile", str(root / "slurm"), "--snakefile", str(root / "Snakefile"),
            "--directory", str(work), "--configfile", str(root / "config.yaml"),
-           str(root / "tests" / "config-ci.yaml"), str(root / "tests" / "config-slurm.yaml"), *CI_FLAGS]
+           str(root / "tests" / "config-ci.yaml"), str(root / "tests" / "config-slurm.yaml"), str(api_judge),
+           *CI_FLAGS]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     except subprocess.TimeoutExpired as e:
@@ -56,7 +65,7 @@ def test_snapshots_are_deleted_once_every_job_that_reads_them_is_done(slurm_run)
     work, log = slurm_run
     assert "Removing temporary output" in log
     runs = work / "results" / "tiny"
-    assert list(runs.rglob("behaviour/1/stances.jsonl")), "the probes ran"
+    assert list(runs.rglob("behaviour/1/stances/loopback.jsonl")), "the probes ran"
     left = sorted(str(p.relative_to(runs)) for p in runs.rglob("snapshots/*/*.safetensors"))
     assert not left, f"snapshots kept after their probes: {left}"
 
@@ -71,3 +80,13 @@ def test_heavy_jobs_went_through_slurm_and_light_ones_did_not(slurm_run):
         assert rule in slurm_logs, f"{rule} has no SLURM log; SLURM logs for: {sorted(slurm_logs)}"
     for rule in ("aggregate", "drift", "plot", "prepare_sft_data"):
         assert rule not in slurm_logs, f"{rule} is a local rule but went through SLURM"
+
+
+def test_the_judge_job_asks_for_the_judge_resources(slurm_run):
+    """Each run's judge job is submitted with `resources.judge` (tests/config-slurm.yaml: 1500 MB,
+    10 minutes), read back from SLURM's own record of the finished jobs."""
+    jobs = subprocess.run(["scontrol", "show", "jobs", "-o"], capture_output=True, text=True, timeout=30).stdout
+    judge = [line for line in jobs.splitlines() if "rule_judge_" in line]
+    assert judge, f"no judge job among SLURM's recent jobs:\n{jobs[-3000:]}"
+    for line in judge:
+        assert "MinMemoryNode=1500M" in line and "TimeLimit=00:10:00" in line, line

@@ -29,7 +29,9 @@ StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
-MinJobAge=300
+# finished jobs stay in the controller's record for an hour: squeue answers the status checks
+# and the tests read what each job asked for (scontrol show jobs)
+MinJobAge=3600
 NodeName=localhost CPUs=${cpus} RealMemory=${memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF

@@ -1,7 +1,8 @@
 # The behaviour probe: judges trained on labelled answers (where a judge is trained); for every
 # run, sampled answers to the evaluation questions and their judged stance, one file per snapshot
-# and judge (one job per run generates, one judges: libraries, models and judges load once per
-# run). Every judge of `judge.compare` judges every run, so conclusions can be checked per judge.
+# and judge. One job per run generates and one judges (libraries, models and judges load once per
+# run); where every judge is a trained stance classifier, the generate job judges too. Every judge
+# of `judge.compare` judges every run, so conclusions can be checked per judge.
 
 
 rule train_judge:
@@ -28,15 +29,19 @@ rule train_judge:
 
 rule generate:
     input:
+        unpack(lambda w: JUDGE_MODELS if LOCAL_JUDGING else {}),
         snapshots=[f"{R}/{{model}}/{{run}}/snapshots/{k}" for k in SNAPSHOTS],
         adapter_base=adapter_base,
         prompts=f"{R}/data/eval_prompts.jsonl",
     output:
         generations=[f"{R}/{{model}}/{{run}}/behaviour/{k}/generations.jsonl" for k in SNAPSHOTS],
+        # trained stance classifiers judge in the same process (a second of work per run)
+        stances=RUN_STANCES if LOCAL_JUDGING else [],
     params:
         settings=as_json(config["behaviour"]),
         tags=run_tags,
         seed=config["seed"],
+        judges=lambda w, input: f"--judges {shlex.quote(judge_specs(input))} --stances" if LOCAL_JUDGING else "",
     threads: job_threads("probe")
     resources:
         **job_resources("probe"),
@@ -49,27 +54,28 @@ rule generate:
     shell:
         "valuedrift generate --model {input.snapshots:q} --prompts {input.prompts:q} --output {output.generations:q} "
         "--settings {params.settings:q} --tags {params.tags:q} --seed {params.seed:q} "
-        "--threads {threads:q} > {log:q} 2>&1"
+        "--threads {threads:q} {params.judges} {output.stances:q} > {log:q} 2>&1"
 
 
-rule judge:
-    input:
-        unpack(lambda w: {f"judge_model_{j}": f for j in PROBE_JUDGES for f in judge_inputs(j).values()}),
-        generations=rules.generate.output.generations,
-    output:
-        stances=[f"{R}/{{model}}/{{run}}/behaviour/{k}/stances/{j}.jsonl" for j in PROBE_JUDGES for k in SNAPSHOTS],
-    params:
-        judges=lambda w, input: as_json([{"name": j, "settings": judge_settings(j),
-                                          "model_dir": input.get(f"judge_model_{j}")} for j in PROBE_JUDGES]),
-    threads: job_threads("judge")
-    resources:
-        **job_resources("judge"),
-    log:
-        f"{R}/logs/{{model}}/{{run}}/behaviour/judge.log",
-    benchmark:
-        f"{R}/benchmarks/{{model}}/{{run}}/behaviour/judge.tsv"
-    conda:
-        "../../envs/probe.yaml"
-    shell:
-        "valuedrift judge --generations {input.generations:q} --judges {params.judges:q} --output {output.stances:q} "
-        "> {log:q} 2>&1"
+if not LOCAL_JUDGING:
+
+    rule judge:
+        input:
+            unpack(lambda w: JUDGE_MODELS),
+            generations=rules.generate.output.generations,
+        output:
+            stances=RUN_STANCES,
+        params:
+            judges=lambda w, input: judge_specs(input),
+        threads: job_threads("judge")
+        resources:
+            **job_resources("judge"),
+        log:
+            f"{R}/logs/{{model}}/{{run}}/behaviour/judge.log",
+        benchmark:
+            f"{R}/benchmarks/{{model}}/{{run}}/behaviour/judge.tsv"
+        conda:
+            "../../envs/probe.yaml"
+        shell:
+            "valuedrift judge --generations {input.generations:q} --judges {params.judges:q} "
+            "--output {output.stances:q} > {log:q} 2>&1"

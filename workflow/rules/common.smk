@@ -208,6 +208,18 @@ def labelled_answers():
 JUDGE = config["judge"]["name"]
 COMPARED_JUDGES = config["judge"].get("compare") or [JUDGE]
 PROBE_JUDGES = list(dict.fromkeys([JUDGE, *COMPARED_JUDGES]))  # every judge labels every run's answers
+# judges cheap enough to run inside the generate job: trained stance classifiers
+LOCAL_JUDGING = all(config["judges"][j]["kind"] in TRAINED for j in PROBE_JUDGES)
+# the trained judges' folders, as named inputs of the job that judges
+JUDGE_MODELS = {f"judge_model_{j}": f for j in PROBE_JUDGES for f in judge_inputs(j).values()}
+# a run's stance files, judge by judge
+RUN_STANCES = [f"{R}/{{model}}/{{run}}/behaviour/{k}/stances/{j}.jsonl" for j in PROBE_JUDGES for k in SNAPSHOTS]
+
+
+def judge_specs(input):
+    """The probe judges as `valuedrift judge --judges` (and `generate --judges`) take them."""
+    return as_json([{"name": j, "settings": judge_settings(j), "model_dir": input.get(f"judge_model_{j}")}
+                    for j in PROBE_JUDGES])
 
 
 def stance_files(judge):
