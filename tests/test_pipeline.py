@@ -75,11 +75,15 @@ def test_sft_on_neutral_leaning_data_moves_measured_neutral_toward_its_share(dis
 
 
 def test_dpo_moves_support_on_the_value_gap_and_not_on_its_null(drift):
-    """The same texts, with and without a net value gap: only the gap moves p(support), by more than
-    the seeds disagree, and only that change survives the correction."""
+    """The same texts, with and without a net value gap: only the gap moves mass from p(oppose), the
+    rejected stance, to p(support), the chosen one, with intervals over seeds and questions that
+    exclude zero and every seed agreeing; the null set's interval covers zero."""
     gap, null = cell(drift, "support_chosen", "support"), cell(drift, "support_chosen_null", "support")
-    assert gap.magnitude > 0.1 and gap.magnitude_low > 0 and gap.seeds_agree == "True"
-    assert gap.magnitude > null.magnitude + 0.08
+    rejected = cell(drift, "support_chosen", "oppose")
+    assert gap.magnitude > 0.05 and gap.magnitude_low > 0 and gap.seeds_agree == "True"
+    assert rejected.magnitude < -0.05 and rejected.magnitude_high < 0 and rejected.seeds_agree == "True"
+    assert gap.magnitude - rejected.magnitude > 0.15, "support gains on oppose"
+    assert gap.magnitude > null.magnitude + 0.05
     assert null.magnitude_low < 0 < null.magnitude_high, "the null set's interval covers no drift"
 
 

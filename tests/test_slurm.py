@@ -5,6 +5,7 @@ skipped elsewhere. The CI-only flags shorten the status-check intervals and ask 
 states, since the test cluster has no accounting database for sacct.
 """
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,11 +83,17 @@ def test_heavy_jobs_went_through_slurm_and_light_ones_did_not(slurm_run):
         assert rule not in slurm_logs, f"{rule} is a local rule but went through SLURM"
 
 
-def test_the_judge_job_asks_for_the_judge_resources(slurm_run):
-    """Each run's judge job is submitted with `resources.judge` (tests/config-slurm.yaml: 1500 MB,
-    10 minutes), read back from SLURM's own record of the finished jobs."""
+def test_judge_jobs_ask_for_the_judge_resources(slurm_run):
+    """Every job that runs a judge (a run's answers, the labelled answers, the preference pairs) is
+    submitted with `resources.judge` (tests/config-slurm.yaml: 1500 MB, 10 minutes), read back from
+    SLURM's own record of the finished jobs; the probe jobs keep theirs."""
+    work, _ = slurm_run
     jobs = subprocess.run(["scontrol", "show", "jobs", "-o"], capture_output=True, text=True, timeout=30).stdout
-    judge = [line for line in jobs.splitlines() if "rule_judge_" in line]
-    assert judge, f"no judge job among SLURM's recent jobs:\n{jobs[-3000:]}"
+    ours = [line for line in jobs.splitlines() if f"WorkDir={work} " in line]
+    judge = [line for line in ours if re.search(r"Comment=rule_judge_(wildcards|labelled|pairs)", line)]
+    assert {re.search(r"Comment=rule_(\w+?)_wildcards", line).group(1) for line in judge} == {
+        "judge", "judge_labelled", "judge_pairs"}, f"SLURM's record of this run's jobs:\n{chr(10).join(ours)[-3000:]}"
+    generate = [line for line in ours if "Comment=rule_generate_" in line]
+    assert generate and all("MinMemoryNode=2000M" in line for line in generate)
     for line in judge:
         assert "MinMemoryNode=1500M" in line and "TimeLimit=00:10:00" in line, line

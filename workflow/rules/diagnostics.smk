@@ -12,9 +12,9 @@ rule judge_pairs:
         judge=judge_args(JUDGE),
         keywords=lambda w: f"--keywords {shlex.quote(as_json(config['diagnostics']['value_keywords']))}"
         if "value_keywords" in config["diagnostics"] else "",
-    threads: job_threads("probe")
+    threads: job_threads("judge")
     resources:
-        **job_resources("probe"),
+        **job_resources("judge"),
     log:
         f"{R}/logs/diagnostics/value_gap/{{pref_data}}.log",
     benchmark:
@@ -52,9 +52,9 @@ rule judge_labelled:
         f"{R}/diagnostics/judges/{{judge}}.jsonl",
     params:
         judge=lambda w, input: judge_args(w.judge)(w, input),
-    threads: job_threads("probe")
+    threads: job_threads("judge")
     resources:
-        **job_resources("probe"),
+        **job_resources("judge"),
     log:
         f"{R}/logs/diagnostics/judges/{{judge}}.log",
     benchmark:
