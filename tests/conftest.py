@@ -49,3 +49,16 @@ def server():
 
     with ChatServer() as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def stance_judge(tmp_path_factory) -> Path:
+    """A stance classifier trained on a small labelled set of the miniature world: its folder."""
+    from valuedrift.cli import main as cli
+
+    d = tmp_path_factory.mktemp("stance_judge")
+    for split in ("train", "test"):
+        cli(["prepare-data", "--kind", f"judge-{split}", "--world", WORLD, "--output", str(d / f"{split}.jsonl"),
+             "--settings", '{"train_size": 90, "test_size": 60, "noise_share": 0.3}'])
+    cli(["train-judge", "--train", str(d / "train.jsonl"), "--test", str(d / "test.jsonl"), "--output", str(d / "judge")])
+    return d / "judge"

@@ -26,6 +26,13 @@ LOGPROBS = {
 }
 SUPPORT_WORDS = ("favour", "favor", "yes", "agree")
 OPPOSE_WORDS = ("against", "no,", "disagree", "reject")
+# a question and one answer per stance that the keyword rules above judge as that stance
+QUESTION = "Should cities ban cars from their centres?"
+ANSWERS = {
+    "support": "Yes, I am in favour: fewer cars mean cleaner air.",
+    "oppose": "No, I am against it; people need to reach shops.",
+    "neutral": "It depends on the city and on its public transport.",
+}
 DELAY = 0.05
 SLOW = 1.0  # seconds a "slow" reply takes: longer than any timeout a test sets
 # the malformed replies `malform_next` can send, as broken servers and proxies send them; "-inf:LABEL"

@@ -160,14 +160,8 @@ def test_only_the_first_kl_samples_of_each_question_are_scored(tiny, prompts, tm
     assert all((r["logp"] is not None) == (r["sample"] == 0) for r in rows)
 
 
-def test_cheap_judges_judge_in_the_generate_job_as_the_judge_command_would(tiny, prompts, tmp_path):
-    judge = tmp_path / "judge"
-    for split in ("train", "test"):
-        cli(["prepare-data", "--kind", f"judge-{split}", "--world", WORLD, "--output", str(tmp_path / f"{split}.jsonl"),
-             "--settings", '{"train_size": 90, "test_size": 60, "noise_share": 0.3}'])
-    cli(["train-judge", "--train", str(tmp_path / "train.jsonl"), "--test", str(tmp_path / "test.jsonl"),
-         "--output", str(judge)])
-    judges = json.dumps([{"name": "stance_classifier", "settings": {"kind": "stance_classifier"}, "model_dir": str(judge)}])
+def test_cheap_judges_judge_in_the_generate_job_as_the_judge_command_would(tiny, prompts, stance_judge, tmp_path):
+    judges = json.dumps([{"name": "stance_classifier", "settings": {"kind": "stance_classifier"}, "model_dir": str(stance_judge)}])
     gens, inside = tmp_path / "gens.jsonl", tmp_path / "inside.jsonl"
     cli(["generate", "--model", str(tiny / "base"), "--prompts", str(prompts), "--output", str(gens),
          "--settings", json.dumps({"samples_per_question": 2, "max_new_tokens": 8}), "--judges", judges,

@@ -10,7 +10,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from llm_server import LOGPROBS
+from llm_server import ANSWERS, LOGPROBS, QUESTION
 
 from valuedrift import STANCES
 from valuedrift.behaviour.judges import JUDGES
@@ -19,12 +19,6 @@ from valuedrift.cli import main as cli
 from valuedrift.io import InputError, write_jsonl
 from valuedrift.llm.api import ApiError, ApiSettings
 
-QUESTION = "Should cities ban cars from their centres?"
-ANSWERS = {
-    "support": "Yes, I am in favour: fewer cars mean cleaner air.",
-    "oppose": "No, I am against it; people need to reach shops.",
-    "neutral": "It depends on the city and on its public transport.",
-}
 KEY_ENV = "VALUEDRIFT_TEST_API_KEY"
 KEY = "sk-test-secret-4f9a"
 

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from llm_server import LOGPROBS
+from llm_server import ANSWERS, LOGPROBS, QUESTION
 
 from valuedrift import STANCES
 from valuedrift.behaviour.judges.llm import PROMPT, ApiJudge, LocalLLMJudge, judge_messages, judge_version
@@ -13,12 +13,6 @@ from valuedrift.io import InputError
 from valuedrift.llm.api import ApiClient, ApiSettings
 from valuedrift.llm.cache import ResponseCache
 
-QUESTION = "Should cities ban cars from their centres?"
-ANSWERS = {
-    "support": "Yes, I am in favour: fewer cars mean cleaner air.",
-    "oppose": "No, I am against it; people need to reach shops.",
-    "neutral": "It depends on the city and on its public transport.",
-}
 KEY_ENV = "VALUEDRIFT_TEST_API_KEY"
 
 

@@ -80,8 +80,8 @@ def test_dpo_moves_support_on_the_value_gap_and_not_on_its_null(drift):
     exclude zero and every seed agreeing; the null set's interval covers zero."""
     gap, null = cell(drift, "support_chosen", "support"), cell(drift, "support_chosen_null", "support")
     rejected = cell(drift, "support_chosen", "oppose")
-    assert gap.magnitude > 0.05 and gap.magnitude_low > 0 and gap.seeds_agree == "True"
-    assert rejected.magnitude < -0.05 and rejected.magnitude_high < 0 and rejected.seeds_agree == "True"
+    assert gap.magnitude > 0.05 and gap.magnitude_low > 0 and str(gap.seeds_agree) == "True"
+    assert rejected.magnitude < -0.05 and rejected.magnitude_high < 0 and str(rejected.seeds_agree) == "True"
     assert gap.magnitude - rejected.magnitude > 0.15, "support gains on oppose"
     assert gap.magnitude > null.magnitude + 0.05
     assert null.magnitude_low < 0 < null.magnitude_high, "the null set's interval covers no drift"

@@ -8,8 +8,6 @@ from valuedrift.cli import main as cli
 from valuedrift.training.snapshots import snapshot_steps
 from valuedrift.training.trainers import ALGORITHMS
 
-from conftest import WORLD
-
 
 def test_snapshot_steps_at_given_fractions():
     assert snapshot_steps(50, [0.1, 0.25, 0.5, 1.0]) == [0, 5, 12, 25, 50]
@@ -194,16 +192,10 @@ def test_precomputed_reference_log_probs_need_no_reference_copy(data, sft_run, t
     assert all((without[name] == with_copy[name]).all() for name in with_copy)
 
 
-def test_grpo_with_the_judge_as_reward(data, sft_run, tmp_path):
-    judge = tmp_path / "judge"
-    for split in ("train", "test"):
-        cli(["prepare-data", "--kind", f"judge-{split}", "--world", WORLD, "--output", str(tmp_path / f"{split}.jsonl"),
-             "--settings", '{"train_size": 90, "test_size": 60, "noise_share": 0.3}'])
-    cli(["train-judge", "--train", str(tmp_path / "train.jsonl"), "--test", str(tmp_path / "test.jsonl"),
-         "--output", str(judge)])
+def test_grpo_with_the_judge_as_reward(data, sft_run, stance_judge, tmp_path):
     run_dir = tmp_path / "grpo"
     train(data, "grpo", sft_run / "snapshots" / "2", data / "pref.jsonl", run_dir, ONLINE,
-          "--judge-reward", "support", "--judge-model", str(judge))
+          "--judge-reward", "support", "--judge-model", str(stance_judge))
     check_snapshots(run_dir)
 
 
