@@ -286,7 +286,8 @@ def test_api_key_env_must_name_a_variable_and_is_never_shown():
 
 def test_integers_must_be_integers():
     msg = problem(broken(lambda c: c.update(snapshots_per_phase=2.0)))
-    assert "config key snapshots_per_phase" in msg and "2.0" in msg
+    assert "config key snapshots_per_phase" in msg and "2.0" in msg and "write a whole number" in msg
+    assert "fractions" in problem(broken(lambda c: c.update(snapshots_per_phase="four")))
     # what `snakemake --config seed=1e3` passes
     msg = problem(broken(lambda c: c.update(seed=1000.0)))
     assert "config key seed" in msg and "1000" in msg

@@ -108,6 +108,8 @@ def _explain(error) -> list[str]:
                 f"{error.schema.get('description', 'fix the value')}"]
     if v in ("type", "enum", "const"):
         return [f"config key {key}: {value!r} is not valid ({error.message}) — {_fix(error)}"]
+    if v in ("oneOf", "anyOf"):  # a value of several forms: say which forms, not "none of the schemas"
+        return [f"config key {key}: {value!r} is not valid — {_fix(error)}"]
     return [f"config key {key}: {error.message}"]
 
 
@@ -117,7 +119,8 @@ def _fix(error) -> str:
     expected = error.validator_value if error.validator == "type" else None
     expected = [expected] if isinstance(expected, str) else expected or []
     value = error.instance
-    if "integer" in expected and isinstance(value, float) and value.is_integer():
+    if ("integer" in expected or error.validator in ("oneOf", "anyOf")) and isinstance(value, float) \
+            and value.is_integer():
         # `snakemake --config seed=1e3` gives the float 1000.0
         return f"write a whole number, without a decimal point or exponent: {int(value)}"
     if {"number", "integer"} & set(expected) and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
