@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from valuedrift.behaviour.judge import judge_file
+from valuedrift.behaviour.judge import judge_file, outputs_by_judge
 from valuedrift.io import InputError
 
 log = logging.getLogger(__name__)
@@ -317,15 +317,13 @@ def main(args: argparse.Namespace) -> None:
         raise InputError(f"{len(args.model)} --model folders but {len(args.output)} --output files; give one "
                          "output per model, in the same order")
     judges = args.judges or []
-    if len(args.stances) != len(judges) * len(args.model):
-        raise InputError(f"{len(judges)} judge(s) x {len(args.model)} --model folders but {len(args.stances)} "
-                         "--stances files; give one per judge and model, judge by judge")
+    stances = outputs_by_judge(len(judges), args.model, args.stances, "--stances")
     torch.set_num_threads(args.threads)
     settings = from_dict(GenerationSettings, json.loads(args.settings))
     prompts = read_jsonl(args.prompts, required=["question_id", "topic", "question"])
     base = {**json.loads(args.tags), "prompts_version": file_version(args.prompts), "generation": asdict(settings)}
     generator = (VllmEngine if settings.backend == "vllm" else HfGenerator)(settings, args.seed)
-    judging = local_judging(judges, args.stances, len(args.model))
+    judging = local_judging(judges, stances)
     for i, (model, output) in enumerate(zip(args.model, args.output), start=1):
         t0 = time.perf_counter()
         rows = generation_rows(generator, model, prompts, base)
@@ -333,15 +331,15 @@ def main(args: argparse.Namespace) -> None:
         seconds, tokens = time.perf_counter() - t0, sum(r["n_tokens"] for r in rows)
         log.info("snapshot %d of %d (%s): %d answers, %d new tokens in %.1f s (%.0f tokens/s)", i, len(args.model),
                  model, len(rows), tokens, seconds, tokens / max(seconds, 1e-9))
-        for judge, stances in judging:
-            judge_file(judge, output, stances[i - 1])
+        for judge, files in judging:
+            judge_file(judge, output, files[i - 1])
 
 
-def local_judging(judges: list[dict], stances: list[str], n_models: int) -> list:
+def local_judging(judges: list[dict], stances: list[list[str]]) -> list:
     """(judge, its stances files) of each judge to run here: a trained stance classifier judges a
     run's answers in a second, which a process of its own would spend several times over loading
     libraries."""
     from valuedrift.behaviour.judges import load_judge
 
-    return [(load_judge(spec["name"], spec["settings"], spec.get("model_dir")), stances[j * n_models:(j + 1) * n_models])
-            for j, spec in enumerate(judges)]
+    return [(load_judge(spec["name"], spec["settings"], spec.get("model_dir")), files)
+            for spec, files in zip(judges, stances)]

@@ -40,18 +40,25 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     from valuedrift.behaviour.judges import judge_from_args, load_judge
-    from valuedrift.io import InputError
 
     specs = args.judges or [None]
-    if len(specs) * len(args.generations) != len(args.output):
-        raise InputError(f"{len(specs)} judge(s) x {len(args.generations)} --generations files but "
-                         f"{len(args.output)} --output files; give one output per judge and input, judge by judge")
-    outputs = iter(args.output)
-    for spec in specs:
+    for spec, outputs in zip(specs, outputs_by_judge(len(specs), args.generations, args.output, "--output")):
         judge = judge_from_args(args) if spec is None else load_judge(spec["name"], spec["settings"],
                                                                       spec.get("model_dir"))
-        for generations in args.generations:
-            judge_file(judge, generations, next(outputs))
+        for generations, output in zip(args.generations, outputs):
+            judge_file(judge, generations, output)
+
+
+def outputs_by_judge(n_judges: int, inputs: list[str], outputs: list[str], flag: str) -> list[list[str]]:
+    """Each judge's output files: `outputs` holds one per judge and input, judge by judge (the order
+    the workflow's rules list them in)."""
+    from valuedrift.io import InputError
+
+    n = len(inputs)
+    if n_judges * n != len(outputs):
+        raise InputError(f"{n_judges} judge(s) x {n} inputs but {len(outputs)} {flag} files; give one per judge "
+                         "and input, judge by judge")
+    return [outputs[j * n:(j + 1) * n] for j in range(n_judges)]
 
 
 def judge_file(judge, generations: str, output: str) -> None:
