@@ -2,6 +2,7 @@
 #   data -> base model -> SFT (snapshots) -> preference optimization (snapshots)
 #   -> behaviour probe of every snapshot (generate, judge) -> aggregate -> drift metrics -> figures
 #   -> representation probe of every snapshot (hidden states, layer-wise probes) -> summary, figures
+#   -> sparse dictionaries (SAE, crosscoder) of a run's start and end at the peak layers
 #   diagnostics before training: value gap of every preference set, judges against labels
 # Run: snakemake --cores 2        Report: snakemake --report report.html
 from snakemake.utils import min_version
@@ -38,6 +39,7 @@ localrules:
     judge_report,
     prepare_probe_pairs,
     representation_report,
+    feature_report,
     aggregate,
     drift,
     plot,

@@ -5,8 +5,9 @@ shaped like Qwen3-0.6B (28 layers, hidden 1024, 16 query / 8 key-value heads, vo
                                               [--save-costs benchmarks/costs/<device>.json]
 
 A snapshot's probe is two parts, timed apart: the hidden states of every layer for prompt+chosen and
-prompt+rejected of each held-out pair (one forward pass per batch), and the probes of every layer
-and pooling against the start (nested CV, bootstrap, CKA, transfer). The pairs come from the
+prompt+rejected of each held-out pair (one forward pass per batch, with the policy's log-probabilities),
+and the probes of every layer against the start (C chosen on the selection prompts, CV, CKA,
+transfer, and the refit replicates of the start-vs-end change). The pairs come from the
 miniature world, tokenized by its BPE tokenizer (ids fit the large vocabulary). Prints figures; it
 asserts nothing. Peak memory is the process's maximum resident set size. With --save-costs the
 hidden states' tokens per second become the `forward` throughput that `valuedrift plan` uses.
@@ -33,7 +34,7 @@ def probe_pairs(n: int) -> list[dict]:
     from valuedrift.world.datasets import World
 
     world = World(0, 5, 2)
-    return list(world.preference_rows("benchmark", n, "value_gap", {}, "support", "oppose", split="judge_test"))
+    return list(world.preference_rows("benchmark", n, "value_gap", {}, "support", "oppose", split=("eval", "judge_test")))
 
 
 def main() -> None:
@@ -41,8 +42,8 @@ def main() -> None:
     import torch
 
     from valuedrift.representation.hidden import HiddenSettings, answer_lengths, extract, texts_of
-    from valuedrift.representation.probe_run import layer_rows, prompt_groups
-    from valuedrift.representation.probes import ProbeSettings, length_probe
+    from valuedrift.representation.probe_run import set_rows
+    from valuedrift.representation.probes import ProbeSettings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=200)
@@ -57,8 +58,8 @@ def main() -> None:
     pairs = probe_pairs(args.pairs)
     hidden_settings = HiddenSettings(batch_size=args.batch_size)
     tokens = sum(len(ids) for ids in texts_of(pairs, tokenizer, hidden_settings.max_length)[0])
-    groups, lengths = prompt_groups(pairs), answer_lengths(pairs, tokenizer)
-    settings = ProbeSettings(**{"folds": 5, "inner_folds": 2, "Cs": (0.01, 1.0, 100.0), "n_boot": 1000})
+    lengths = answer_lengths(pairs, tokenizer)
+    settings = ProbeSettings(folds=5, inner_folds=2, Cs=(0.01, 0.1, 1.0), refits=20, n_boot=1000)
     figures = {"pairs": len(pairs), "tokens_per_snapshot": tokens, "dtype": args.dtype, "threads": args.threads}
     with tempfile.TemporaryDirectory() as scratch:
         states = {}
@@ -71,14 +72,14 @@ def main() -> None:
                         p.add_(0.01 * torch.randn_like(p))
             (Path(scratch) / str(k)).mkdir()
             t0 = time.perf_counter()
-            states[k] = extract(model, tokenizer, pairs, hidden_settings, Path(scratch) / str(k))
+            states[k] = {"stance": extract(model, tokenizer, pairs, hidden_settings, Path(scratch) / str(k))}
             figures[f"hidden_states_s_snapshot{k}"] = round(time.perf_counter() - t0, 1)
             del model
-        figures["hidden_file_mb_per_snapshot"] = round(sum(a.nbytes for a in states[1].values()) / 2**20, 1)
+        figures["hidden_file_mb_per_snapshot"] = round(sum(a.nbytes for a in states[1]["stance"][0].values()) / 2**20, 1)
         t0 = time.perf_counter()
-        rows = list(layer_rows(states, groups, length_probe(lengths, groups, settings), settings))
+        rows, _ = set_rows(states, "stance", pairs, lengths, hidden_settings, settings)
         figures["probe_s_two_snapshots"] = round(time.perf_counter() - t0, 1)
-        figures["layers"] = int(states[1][("chosen", "mean")].shape[0])
+        figures["layers"] = int(states[1]["stance"][0][("chosen", "mean")].shape[0])
         figures["peak_rss_gb"] = round(peak_rss_gb(), 2)
         last = [r for r in rows if r["k"] == 1 and r["pooling"] == "mean"]
         figures["auroc_range_snapshot1"] = [round(float(np.min([r["auroc"] for r in last])), 3),

@@ -184,15 +184,25 @@ def test_representation_probe_of_every_snapshot(study):
     table = pd.read_csv(study / "results" / "aggregate" / "representation.csv")
     table["pref_data"] = table["pref_data"].fillna("")
     runs = table.groupby(["seed", "algorithm", "pref_data"]).size()
-    # the first seed's runs (representation.seeds: [0])
+    # the first seed's runs (representation.seeds: [0]), both probe sets, mean pooling (the default)
     assert len(runs) == 3 and set(table["seed"]) == {0}
-    assert set(table["k"]) == {0, 1, 2} and set(table["pooling"]) == {"mean", "last"}
+    assert set(table["k"]) == {0, 1, 2} and set(table["pooling"]) == {"mean"}
+    assert set(table["probe_set"]) == {"stance", "quality"}
     start = table[table["k"] == 0]
-    assert np.allclose(start["delta_auroc"], 0) and np.allclose(start[start["pooling"] == "mean"]["cka"], 1)
-    mean = table[table["pooling"] == "mean"]
-    # support vs oppose answers are linearly separable in the tiny model; shuffled labels are not
-    assert (mean["auroc"] > 0.75).all() and (abs(mean["shuffled_auroc"] - 0.5) < 0.2).all()
+    assert np.allclose(start["cka"], 1) and np.allclose(start["policy_margin_change"], 0)
+    assert (start["transfer_auroc"] == start["auroc"]).all()
+    # support vs oppose answers are linearly separable in the tiny model, from the embeddings on
+    stance = table[table["probe_set"] == "stance"]
+    assert (stance["auroc"] > 0.75).all()
+    # DPO on support_chosen raises the policy's own margin for support over oppose
+    dpo = stance[(stance["pref_data"] == "support_chosen") & (stance["k"] == 2) & (stance["layer"] == 0)]
+    assert (dpo["policy_margin_change"] > 0).all() and (dpo["policy_margin_change_low"] > 0).all()
+    layers = pd.read_csv(study / "results" / "report" / "representation_layers.csv")
+    assert len(layers) == 3 * 2 * table["layer"].nunique()  # runs x sets x layers
+    assert set(layers["verdict"]) <= {"enhances", "preserves", "degrades"}
+    assert (layers["own_low"] <= layers["own_change"]).all() and (layers["own_q"] >= layers["own_p"]).all()
     summary = pd.read_csv(study / "results" / "report" / "representation_summary.csv")
-    assert len(summary) == 3 and set(summary["verdict"]) <= {"enhances", "preserves", "degrades"}
-    for name in ("representation_auroc_by_layer.png", "representation_peak_change.png", "representation_cka.png"):
+    assert len(summary) == 3 * 2 and (summary["peak_layer"] > 0).all()
+    for name in ("representation_auroc_by_layer.png", "representation_layer_changes.png",
+                 "representation_peak_change.png", "representation_cka.png"):
         assert (study / "results" / "report" / name).stat().st_size > 1000

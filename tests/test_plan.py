@@ -61,7 +61,7 @@ def test_default_config_estimate_counts_every_probe_and_snapshot(default_config)
     snapshots = len(c["snapshots_per_phase"]) + 1  # the fractions, and the start
     answers = 11 * c["world"]["eval_questions_per_topic"] * c["behaviour"]["samples_per_question"]
     assert plan.stages["generate"].tokens == runs * snapshots * answers * c["behaviour"]["max_new_tokens"]
-    texts = 2 * c["probe_pairs"]["miniature"]["size"] * snapshots
+    texts = 2 * sum(s["miniature"]["size"] for s in c["probe_pairs"].values()) * snapshots  # every probe set
     assert plan.stages["hidden states"].tokens == runs * texts * c["representation"]["hidden"]["max_length"]
     reward_models = seeds * len(c["grid"]["preference_datasets"])  # PPO and GRPO share one per seed and set
     assert plan.snapshots == (runs + reward_models) * snapshots
@@ -83,7 +83,7 @@ def test_plan_prints_the_cost_table_of_the_paper_scale_study(root):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     total = next(line for line in lines if line.startswith("total")).split()
-    assert total[1] == "477"  # the jobs of the dry run the workflow's own test checks
+    assert total[1] == "478"  # the jobs of the dry run the workflow's own test checks
     rows = {cells[0]: cells for cells in map(str.split, lines) if len(cells) > 1 and cells[1].isdigit()}
     assert rows["generate"][1] == rows["judge"][1] == "104"  # one job each per run
     assert "judge API requests" in out.stdout and "snapshots:" in out.stdout and "device time at the throughput" in out.stdout
@@ -194,3 +194,12 @@ def test_plan_refuses_an_unknown_gpu_and_names_the_known_ones(root):
     out = run_plan(root, "config.yaml", "--gpu", "V100")
     assert out.returncode != 0
     assert "V100" in out.stderr and all(name in out.stderr for name in ("H100", "H200", "A100"))
+
+
+def test_plan_prices_the_internals_studys_dictionaries(root):
+    """Every run of the internals study gets an SAE and a crosscoder job: 3 models x 6 algorithms."""
+    out = run_plan(root, "config.yaml", "workflow/experiments/alignment-internals.yaml")
+    assert out.returncode == 0, out.stderr
+    rows = {cells[0]: cells for cells in map(str.split, out.stdout.splitlines()) if len(cells) > 1 and cells[1].isdigit()}
+    assert rows["dictionaries"][1] == rows["preference"][1] == "18"
+    assert "dictionaries of llama32_3b_instruct: training FLOPs left out" in out.stdout  # offline: no config

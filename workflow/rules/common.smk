@@ -5,7 +5,7 @@ from pathlib import Path
 
 from valuedrift.behaviour.judges import TRAINED
 from valuedrift import grid
-from valuedrift.config import chosen_stance, probe_pairs_spec, validate_config
+from valuedrift.config import chosen_stance, dictionary_settings, feature_run, probe_pairs_spec, validate_config
 from valuedrift.training.trainers import ALGORITHMS
 
 validate_config(config)
@@ -26,6 +26,7 @@ wildcard_constraints:
     algorithm=VARIANTS,
     k="[0-9]+",
     judge="[a-z0-9_]+",
+    probe_set="[a-z0-9_]+",
     # a run is an SFT phase, or a preference phase started from one (reward models are not probed)
     run=f"seed-[0-9]+/sft-[a-z0-9_]+(/({VARIANTS})-[a-z0-9_]+)?",
 
@@ -227,9 +228,13 @@ def stance_files(judge):
 
 
 STANCE_FILES = stance_files(JUDGE)
+# the representation probe's held-out pair sets, by name
+PROBE_SETS = list(config["probe_pairs"])
 # the runs whose representations are probed: every run, or those of the seeds `representation.seeds` names
 REPRESENTATION_RUNS = [run for run in grid.runs(config)
                        if config["representation"].get("seeds") is None or run.seed in config["representation"]["seeds"]]
+# the preference runs whose start and end get sparse dictionaries (`dictionaries`; none if null)
+FEATURE_RUNS = [run for run in REPRESENTATION_RUNS if feature_run(config, run)]
 # every phase that trains (not a skipped SFT): its trainer_state.json feeds the training-health report
 TRAINED_RUNS = [run for run in grid.runs(config) + grid.reward_models(config)
                 if not (run.phase == "sft" and run.sft_data in SKIPPED_SFT)]
@@ -240,11 +245,13 @@ DIAGNOSTIC_FILES = VALUE_GAP_FILES + [
     f"{R}/report/judge_agreement.csv",
 ]
 REPRESENTATION_FILES = [
+    f"{R}/report/representation_layers.csv",
     f"{R}/report/representation_summary.csv",
     f"{R}/report/representation_auroc_by_layer.png",
+    f"{R}/report/representation_layer_changes.png",
     f"{R}/report/representation_peak_change.png",
     f"{R}/report/representation_cka.png",
-]
+] + ([f"{R}/report/representation_features.csv", f"{R}/report/representation_features.png"] if FEATURE_RUNS else [])
 REPORT_FILES = [
     f"{R}/report/drift_by_seed.csv",
     f"{R}/report/drift_by_snapshot.csv",

@@ -35,6 +35,8 @@ COMMANDS = {
     "plot": "valuedrift.analysis.plots",
     "probe-representations": "valuedrift.representation.probe_run",
     "representation-report": "valuedrift.representation.report",
+    "probe-features": "valuedrift.representation.features",
+    "feature-report": "valuedrift.representation.feature_report",
 }
 
 

@@ -169,6 +169,10 @@ def cross_check(config: dict) -> list[str]:
     if grid["algorithms"] and not grid["preference_datasets"]:
         problems.append("config key grid.preference_datasets: empty while grid.algorithms is not — "
                         "name at least one preference dataset or clear grid.algorithms")
+    unknown = sorted(set((config.get("dictionaries") or {}).get("preference_datasets") or []) - set(config["preference_datasets"]))
+    if unknown:
+        problems.append(f"config key dictionaries.preference_datasets: {', '.join(map(repr, unknown))} not defined "
+                        "under `preference_datasets` — name sets of the grid, or null for every set")
     problems += _check_datasets(config) + _check_judges(config) + _check_builders(config)
     problems += _check_variants(config) + _check_derived(config) + _check_snapshots(config)
     problems += _check_trainers(config) + _check_paths(config) + _check_world(config)
@@ -245,10 +249,28 @@ def chosen_stance(spec: dict, sets: dict | None = None) -> str | None:
     return mini.get("chosen") if mini.get("kind") == "value_gap" else None
 
 
-def probe_pairs_spec(config: dict) -> dict:
-    """The probe pairs' chosen source as a dataset entry: {source: its settings}."""
-    source = config["probe_pairs"]["source"]
-    return {source: config["probe_pairs"].get(source)}
+def probe_pairs_spec(config: dict, name: str) -> dict:
+    """Probe set `name`'s chosen source as a dataset entry: {source: its settings}."""
+    source = config["probe_pairs"][name]["source"]
+    return {source: config["probe_pairs"][name].get(source)}
+
+
+def feature_run(config: dict, run) -> bool:
+    """Does this run get sparse dictionaries (SAE, crosscoder)? Preference runs of the seeds and
+    preference sets `dictionaries` names (null: every one); none where `dictionaries` is null."""
+    spec = config.get("dictionaries")
+    if not spec or run.phase != "preference":
+        return False
+    return all(spec.get(key) is None or value in spec[key]
+               for key, value in (("seeds", run.seed), ("preference_datasets", run.pref_data)))
+
+
+def dictionary_settings(config: dict) -> dict:
+    """The settings `valuedrift probe-features` takes: the SAE and crosscoder fields, the token cap
+    and the hidden-state settings of the representation probe."""
+    spec = config.get("dictionaries") or {}
+    return {**spec.get("sae", {}), "max_tokens": spec.get("max_tokens", 20000),
+            "hidden": config["representation"].get("hidden", {})}
 
 
 def _check_datasets(config: dict) -> list[str]:
@@ -257,11 +279,12 @@ def _check_datasets(config: dict) -> list[str]:
     problems = []
     specs = [(f"config key {section}.{name}", section, spec) for section in ("sft_datasets", "preference_datasets")
              for name, spec in config[section].items()]
-    probe = probe_pairs_spec(config)
-    if probe[config["probe_pairs"]["source"]] is None:
-        problems.append(f"config key probe_pairs.{config['probe_pairs']['source']}: the source needs its settings")
-    else:
-        specs.append(("config key probe_pairs", "probe_pairs", probe))
+    for name, entry in config["probe_pairs"].items():
+        probe = probe_pairs_spec(config, name)
+        if probe[entry["source"]] is None:
+            problems.append(f"config key probe_pairs.{name}.{entry['source']}: the source needs its settings")
+        else:
+            specs.append((f"config key probe_pairs.{name}", "probe_pairs", probe))
     for key, section, spec in specs:
         expected = "sft" if section == "sft_datasets" else "preference"
         if "hub" in spec and KIND[spec["hub"]["loader"]] != expected:
@@ -282,8 +305,8 @@ def _check_miniature(key: str, mini: dict | None) -> list[str]:
     if "mixture" in mini and abs(sum(mini["mixture"].values()) - 1) > 1e-6:
         problems.append(f"{key}.miniature.mixture: shares sum to {sum(mini['mixture'].values()):.3f} — "
                         "they must sum to 1")
-    if mini.get("kind") == "style_only" and "mixture" not in mini:
-        problems.append(f"{key}.miniature: a style_only set needs `mixture`")
+    if mini.get("kind") in ("style_only", "fluency") and "mixture" not in mini:
+        problems.append(f"{key}.miniature: a {mini['kind']} set needs `mixture`")
     if mini.get("kind") == "value_gap" and not {"chosen", "rejected"} <= set(mini):
         problems.append(f"{key}.miniature: a value_gap set needs `chosen` and `rejected`")
     return problems
@@ -417,8 +440,8 @@ def _paths(config: dict):
     vprism = config["eval_prompts"].get("vprism") or {}
     sources = [(f"{section}.{name}.hub", spec.get("hub")) for section in ("sft_datasets", "preference_datasets")
                for name, spec in config[section].items()]
-    sources += [("probe_pairs.hub", config["probe_pairs"].get("hub")),
-                ("eval_prompts.vprism.prism", vprism.get("prism"))]
+    sources += [(f"probe_pairs.{name}.hub", spec.get("hub")) for name, spec in config["probe_pairs"].items()]
+    sources += [("eval_prompts.vprism.prism", vprism.get("prism"))]
     yield from ((f"{key}.path", source["path"], DATA) for key, source in sources if source)
     for name, spec in config["judges"].items():
         # a model of `models` as encoder is resolved by the workflow (a miniature one is built there)

@@ -235,8 +235,8 @@ def eval_questions(config: dict) -> int:
 
 
 def probe_pairs(config: dict) -> int:
-    spec = config["probe_pairs"]
-    return int(spec[spec["source"]].get("size") or 0)
+    """Pairs of every probe set together."""
+    return sum(int(spec[spec["source"]].get("size") or 0) for spec in config["probe_pairs"].values())
 
 
 # ---- work --------------------------------------------------------------------------------------
@@ -392,6 +392,25 @@ def add_probes(plan: Plan, config: dict, model: str, n: float, judge_sizes: dict
             add(plan.stages["judge"], tokens, 2 * judge_sizes[name] * tokens)
 
 
+def add_dictionaries(plan: Plan, config: dict, model: str, n: float) -> None:
+    """A run's SAE and crosscoder: the start's and the end's hidden states of the probe pairs, and
+    per probe set's peak layer (at most one layer per set) a TopK SAE (12·d·F FLOPs per token per
+    epoch: encoder and decoder, forward and backward) and a crosscoder of two models (24·d·F)."""
+    from valuedrift.config import dictionary_settings
+
+    tokens = 2 * probe_pairs(config) * 2 * config["representation"]["hidden"].get("max_length", 2048)
+    add(plan.stages["dictionaries"], tokens, 2 * n * tokens)
+    spec = model_config(config["models"][model])
+    if spec is None:
+        plan.notes.append(f"dictionaries of {model}: training FLOPs left out (config not readable here)")
+        return
+    settings = dictionary_settings(config)
+    d = spec.get_text_config().hidden_size
+    features = settings.get("width", 4) * d
+    trained = len(config["probe_pairs"]) * settings["max_tokens"] * settings.get("epochs", 4)
+    plan.stages["dictionaries"].flops += (12 + 24) * d * features * trained
+
+
 def add_answers(plan: Plan, config: dict, model: str, n: float, tokens: float) -> None:
     """The behaviour probe's decoding: one generate() call holds batch_size sequences, fewer where a
     snapshot has fewer answers to write."""
@@ -406,11 +425,12 @@ def add_answers(plan: Plan, config: dict, model: str, n: float, tokens: float) -
 
 def estimate(config: dict) -> Plan:
     from valuedrift import grid
+    from valuedrift.config import feature_run
 
     plan = Plan({s.name: s for s in (Stage("SFT", "train"), Stage("reward models", "train"),
                                       Stage("preference", "train"), Stage("generate", "generate"),
                                       Stage("judge", "forward"), Stage("hidden states", "forward"),
-                                      Stage("other", "none"))})
+                                      Stage("dictionaries", "train"), Stage("other", "none"))})
     sizes = {m: parameter_count(m, config["models"][m], plan.notes) for m in grid.grid(config)["models"]}
     judges = {name: config["judges"][name] for name in probe_judges(config)}
     judge_sizes = {name: parameter_count(name, {"path": j["model"]}, plan.notes)
@@ -419,6 +439,8 @@ def estimate(config: dict) -> Plan:
         add_phase(plan, config, run, sizes[run.model])
     for model in (run.model for run in grid.runs(config)):
         add_probes(plan, config, model, sizes[model], judge_sizes)
+    for run in (run for run in grid.runs(config) if feature_run(config, run)):
+        add_dictionaries(plan, config, run.model, sizes[run.model])
     for name, j in judges.items():
         if j["kind"] == "stance_classifier":
             plan.notes.append(f"judge {name}: a trained stance classifier, seconds of CPU per snapshot")
@@ -429,7 +451,7 @@ def estimate(config: dict) -> Plan:
 
 STAGE_OF_RULE = {"train_sft": "SFT", "skip_sft": "SFT", "train_reward_model": "reward models",
                  "train_preference": "preference", "generate": "generate", "judge": "judge",
-                 "probe_representations": "hidden states"}
+                 "probe_representations": "hidden states", "probe_features": "dictionaries"}
 
 
 def job_counts(snakefile: str, configs: list[str]) -> dict[str, int]:

@@ -51,10 +51,11 @@ def world_rows(kind: str, name: str, world_settings: dict, settings: dict):
     if kind == "sft":
         return world.sft_rows(name, settings["size"], settings["mixture"])
     if kind in ("preference", "probe-pairs"):
-        # probe pairs are asked on the judge-test questions, which no training set uses
+        # probe pairs are asked on the held-out questions (evaluation and judge-test), which no
+        # training set uses: 7 prompts per topic in the default world, so a probe has 77 groups
         return world.preference_rows(name or kind, settings["size"], settings["kind"], settings.get("mixture", {}),
                                      settings.get("chosen"), settings.get("rejected"),
-                                     split="judge_test" if kind == "probe-pairs" else "train")
+                                     split=("eval", "judge_test") if kind == "probe-pairs" else "train")
     if kind == "eval-prompts":
         return world.eval_prompt_rows()
     if kind == "value-questions":  # training questions: disjoint from the evaluation questions

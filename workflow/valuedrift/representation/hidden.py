@@ -7,6 +7,10 @@ layer 0). Each text is pooled two ways over its answer tokens (the prompt's toke
 by length, and the pooled vectors go straight into memory-mapped files, one per side and pooling,
 of shape (layers, pairs, hidden), so memory stays bounded whatever the model and pair count.
 An over-long text loses the start of its prompt, never its answer, and is counted.
+
+The same pass gives the policy's own preference on each pair: the log-probability of each answer
+given its prompt (summed over the answer's tokens), from the language-model head applied to the
+final hidden states of the answer's positions only.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ class HiddenSettings:
     batch_size: int = 16          # texts per forward pass
     max_length: int = 2048        # tokens; longer texts are cut from the left (the prompt's start)
     dtype: str = "auto"           # auto: bfloat16 on a GPU that has it, else float32; or a torch dtype name
+    poolings: tuple[str, ...] = POOLINGS  # the poolings the probes read (both are always extracted)
+
+    def __post_init__(self) -> None:
+        from valuedrift.io import InputError
+
+        object.__setattr__(self, "poolings", tuple(self.poolings))
+        if not self.poolings or set(self.poolings) - set(POOLINGS):
+            raise InputError(f"representation.hidden.poolings must be a non-empty list of {list(POOLINGS)}, "
+                             f"got {list(self.poolings)}")
 
 
 def render(tokenizer, prompt: list[dict], answer: str) -> tuple[list[int], int]:
@@ -72,8 +85,9 @@ def pool_batch(hidden_states, starts, lengths):
     return mean.float().cpu().numpy(), last.float().cpu().numpy()
 
 
-def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_dir: Path) -> dict:
-    """Write the pooled states of `pairs` to `out_dir`; return the open arrays by (side, pooling)."""
+def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_dir: Path) -> tuple[dict, np.ndarray]:
+    """Write the pooled states of `pairs` to `out_dir`; return the open arrays by (side, pooling), and
+    the (pairs, 2) log-probabilities of the chosen and the rejected answer."""
     import torch
 
     ids, starts, cut = texts_of(pairs, tokenizer, settings.max_length)
@@ -82,6 +96,7 @@ def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_d
                     cut, len(ids), settings.max_length)
     layers = model.config.num_hidden_layers + 1
     out = open_outputs(out_dir, layers, len(pairs), model.config.hidden_size)
+    logprobs = np.empty((len(pairs), 2))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for start in range(0, len(order), settings.batch_size):
@@ -91,16 +106,42 @@ def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_d
         attention = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
         with torch.inference_mode():
             # the transformer without its language-model head: logits over a 150k vocabulary at
-            # every position would cost a third of the pass and are not needed
-            hidden = model.base_model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
-                                      output_hidden_states=True).hidden_states
+            # every position would cost a third of the pass; answer_logprob runs the head on the
+            # answer's positions only
+            output = model.base_model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
+                                      output_hidden_states=True)
+        hidden = output.hidden_states
         mean, last = pool_batch(hidden, [starts[i] for i in batch], [len(ids[i]) for i in batch])
+        answer_lp = answer_logprobs(model, output.last_hidden_state, [ids[i] for i in batch], [starts[i] for i in batch])
         for j, i in enumerate(batch):  # text i is pair i // 2, side i % 2
             out[(SIDES[i % 2], "mean")][:, i // 2] = mean[:, j]
             out[(SIDES[i % 2], "last")][:, i // 2] = last[:, j]
+            logprobs[i // 2, i % 2] = answer_lp[j]
     for array in out.values():
         array.flush()
-    return out
+    return out, logprobs
+
+
+def answer_logprobs(model, final_states, ids: list[list[int]], starts: list[int], chunk: int = 1024) -> np.ndarray:
+    """log p(answer | prompt) of each text of a batch: the head on the final (normed) states of the
+    positions that predict answer tokens, only those, in chunks of rows, so a large vocabulary
+    costs answer tokens x vocabulary and never batch x length x vocabulary at once."""
+    import torch
+
+    rows, targets, owner = [], [], []
+    for j, (text, start) in enumerate(zip(ids, starts)):
+        first = max(start, 1)  # a text cut to its answer alone has no prediction of its first token
+        rows.append(final_states[j, first - 1:len(text) - 1])
+        targets += text[first:]
+        owner += [j] * (len(text) - first)
+    states, targets, owner = torch.cat(rows), torch.tensor(targets), torch.tensor(owner)
+    out = torch.zeros(len(ids), dtype=torch.float64)
+    with torch.inference_mode():
+        for i in range(0, len(states), chunk):
+            logits = model.get_output_embeddings()(states[i:i + chunk]).float()
+            picked = torch.log_softmax(logits, -1).gather(1, targets[i:i + chunk, None].to(logits.device))[:, 0]
+            out.index_add_(0, owner[i:i + chunk], picked.cpu().double())
+    return out.numpy()
 
 
 def answer_lengths(pairs: list[dict], tokenizer) -> np.ndarray:

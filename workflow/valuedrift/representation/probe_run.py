@@ -1,10 +1,19 @@
 """`valuedrift probe-representations`: the representation probe of every snapshot of one run.
 
-The run's snapshots are loaded one at a time; the pooled hidden states of the held-out pairs go
-to temporary memory-mapped files (deleted at the end), the start's (k=0) kept for comparison.
-Then, per snapshot, pooling and layer, `valuedrift.representation.probes.layer_metrics` fits the
-probes and compares with the start on identical inputs; the change of AUROC from the start comes
-with a paired bootstrap interval over prompts. One CSV row per (snapshot, pooling, layer).
+The run's snapshots are loaded one at a time; for every probe set (e.g. `stance` and `quality`)
+the pooled hidden states of its held-out pairs go to temporary memory-mapped files (deleted at the
+end), and the policy's log-probabilities of both answers of each pair are kept. Then, per probe
+set, pooling and layer (valuedrift.representation.probes):
+
+- a seeded share of the prompts (the selection rows) chooses each snapshot's regularization C and
+  gives the start's selection score, from which the report picks its peak layer; every other
+  number uses the remaining (evaluation) rows only;
+- every snapshot's own probe, the start's probe transferred to it, CKA and the difference-of-means
+  cosine against the start (point estimates: `probes.csv`, one row per snapshot, set, pooling and
+  layer, with the policy's margin on the set);
+- between the start and the last snapshot, `refits` bootstrap replicates over prompts with every
+  probe refitted (`refits.csv`, one row per set, pooling, layer and replicate), from which the
+  report computes intervals, p-values and corrected verdicts.
 """
 
 from __future__ import annotations
@@ -28,12 +37,14 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser = command_parser(subparsers, "probe-representations", __doc__)
     parser.add_argument("--run-dir", required=True, help="the run's folder (snapshots/0..K inside)")
     parser.add_argument("--snapshots", type=int, required=True, help="K: the last snapshot")
-    parser.add_argument("--pairs", required=True, help="held-out probe pairs (JSONL: prompt, chosen, rejected)")
+    parser.add_argument("--pairs", required=True, nargs="+", metavar="SET=PATH",
+                        help="held-out probe pairs per probe set (JSONL: prompt, chosen, rejected)")
     parser.add_argument("--settings", default="{}", help="JSON: {hidden: HiddenSettings, probe: ProbeSettings}")
     parser.add_argument("--tags", default="{}", help="JSON object copied into every row (run identifiers)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", required=True, help="probes CSV to write")
+    parser.add_argument("--refits", required=True, help="refit replicates CSV to write")
     return parser
 
 
@@ -44,41 +55,111 @@ def prompt_groups(pairs: list[dict]):
     return np.array([index[t] for t in texts])
 
 
-def extract_run(run_dir: Path, k_max: int, pairs: list[dict], settings, scratch: Path):
-    """k -> {(side, pooling): array (layers, pairs, hidden)}, and the answers' token lengths."""
+def probe_sets(specs: list[str]) -> dict[str, Path]:
+    """SET=PATH arguments as {set: path}."""
+    from valuedrift.io import InputError
+
+    sets = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--pairs takes SET=PATH (e.g. stance=results/data/probe_pairs/stance.jsonl), got {spec!r}")
+        sets[name] = Path(path)
+    return sets
+
+
+def extract_run(run_dir: Path, k_max: int, pairs: dict[str, list[dict]], settings, scratch: Path):
+    """{k: {set: (states by (side, pooling), logprobs)}}, and {set: answer token lengths}."""
     from valuedrift.behaviour.generate import load_for_inference
     from valuedrift.representation.hidden import answer_lengths, extract
 
-    states, lengths = {}, None
+    states, lengths = {}, {}
     for k in range(k_max + 1):
         t0 = time.perf_counter()
         model, tokenizer = load_for_inference(str(run_dir / "snapshots" / str(k)), settings.dtype)
-        (scratch / str(k)).mkdir()
-        states[k] = extract(model, tokenizer, pairs, settings, scratch / str(k))
-        lengths = answer_lengths(pairs, tokenizer) if lengths is None else lengths
-        log.info("snapshot %d: hidden states of %d texts in %.1f s", k, 2 * len(pairs), time.perf_counter() - t0)
+        states[k] = {}
+        for name, rows in pairs.items():
+            (scratch / str(k) / name).mkdir(parents=True)
+            states[k][name] = extract(model, tokenizer, rows, settings, scratch / str(k) / name)
+            lengths.setdefault(name, answer_lengths(rows, tokenizer))
+        log.info("snapshot %d: hidden states of %d texts in %.1f s", k, 2 * sum(map(len, pairs.values())),
+                 time.perf_counter() - t0)
         del model
     return states, lengths
 
 
-def layer_rows(states: dict, groups, length, settings):
-    """Rows of every snapshot at every pooling and layer; the start's probe of a layer is fitted once
-    and serves as the baseline of the change and as the transferred probe."""
-    from valuedrift.representation.hidden import POOLINGS
-    from valuedrift.representation.probes import auroc_change, fit_probe, layer_metrics
+def margin_columns(logprobs: np.ndarray, start: np.ndarray, groups, settings) -> dict:
+    """The policy's own preference on the pairs, margin = log p(chosen) - log p(rejected): its mean
+    with a CI over prompts, the share of pairs where it prefers the chosen answer, and its paired
+    change from the start."""
+    from valuedrift.representation.probes import mean_ci
 
-    for pooling in POOLINGS:
-        for layer in range(states[0][("chosen", pooling)].shape[0]):
-            start = [np.asarray(states[0][(side, pooling)][layer]) for side in ("chosen", "rejected")]
-            start_fit = fit_probe(*start, groups, settings)
-            for k in sorted(states):
-                now = [np.asarray(states[k][(side, pooling)][layer]) for side in ("chosen", "rejected")]
-                # the shuffled control depends on little but the pair set: once per layer, mean pooling
-                metrics, own = layer_metrics(*now, groups, start_fit, *start, settings, length,
-                                             shuffled=pooling == "mean", own=start_fit if k == 0 else None)
-                delta, low, high = auroc_change(start_fit, own, settings)
-                yield {"k": k, "pooling": pooling, "layer": layer, **metrics,
-                       "delta_auroc": delta, "delta_low": low, "delta_high": high}
+    margin, start_margin = logprobs[:, 0] - logprobs[:, 1], start[:, 0] - start[:, 1]
+    mean, low, high = mean_ci(margin, groups, settings)
+    change, change_low, change_high = mean_ci(margin - start_margin, groups, settings)
+    return {"policy_margin": mean, "policy_margin_low": low, "policy_margin_high": high,
+            "policy_accuracy": float(np.mean(margin > 0)), "policy_margin_change": change,
+            "policy_margin_change_low": change_low, "policy_margin_change_high": change_high}
+
+
+def data_value_gap(pairs: list[dict]) -> float:
+    """The pairs' own value gap where they carry stance labels (chosen_stance, rejected_stance):
+    the total variation distance between the chosen and the rejected answers' stance shares
+    (1 for support vs oppose, 0 for pairs of one stance); NaN for unlabelled pairs."""
+    if not all("chosen_stance" in p and "rejected_stance" in p for p in pairs):
+        return float("nan")
+    stances = {p[side] for p in pairs for side in ("chosen_stance", "rejected_stance")}
+    share = {side: np.array([np.mean([p[side] == s for p in pairs]) for s in sorted(stances)])
+             for side in ("chosen_stance", "rejected_stance")}
+    return float(0.5 * np.abs(share["chosen_stance"] - share["rejected_stance"]).sum())
+
+
+def layer_rows(states: dict, name: str, groups, select, pooling: str, layer: int, settings):
+    """Point-estimate rows of every snapshot at one layer, and the refit replicates start vs end."""
+    from valuedrift.representation.probes import choose_C, fit_probe, refit_replicates, snapshot_metrics
+
+    def at(k, rows):
+        return [np.asarray(states[k][name][0][(side, pooling)][layer])[rows] for side in ("chosen", "rejected")]
+
+    evaluate, k_end = ~select, max(states)
+    choices = {k: choose_C(*at(k, select), groups[select], settings) for k in states}
+    start = at(0, evaluate)
+    start_fit = fit_probe(*start, groups[evaluate], choices[0][0], settings)
+    rows = []
+    for k in sorted(states):
+        metrics, _ = snapshot_metrics(*at(k, evaluate), groups[evaluate], start_fit, *start, choices[k][0], settings,
+                                      own=start_fit if k == 0 else None)
+        rows.append({"k": k, "probe_set": name, "pooling": pooling, "layer": layer, **metrics, "C": choices[k][0],
+                     "select_score": choices[0][1]})
+    replicates = refit_replicates(start, at(k_end, evaluate), groups[evaluate], choices[0][0], choices[k_end][0],
+                                  settings)
+    refits = [{"probe_set": name, "pooling": pooling, "layer": layer, "k": k_end, "replicate": i,
+               **{column: float(values[i]) for column, values in replicates.items()}}
+              for i in range(settings.refits)]
+    return rows, refits
+
+
+def set_rows(states: dict, name: str, pairs: list[dict], lengths, hidden, settings):
+    """Every row of one probe set: per snapshot, pooling and layer, and the refit replicates."""
+    from valuedrift.representation.probes import length_probe, selection_mask
+
+    groups = prompt_groups(pairs)
+    select = selection_mask(groups, settings)
+    length_auroc, length_low, length_high = length_probe(lengths[~select], groups[~select], settings)
+    common = {"n_pairs": int((~select).sum()), "n_prompts": len(np.unique(groups[~select])),
+              "n_select_prompts": len(np.unique(groups[select])), "length_auroc": length_auroc,
+              "length_low": length_low, "length_high": length_high,
+              "data_value_gap": data_value_gap(pairs)}
+    margins = {k: margin_columns(states[k][name][1][~select], states[0][name][1][~select], groups[~select], settings)
+               for k in states}
+    rows, refits = [], []
+    n_layers = states[0][name][0][("chosen", "mean")].shape[0]
+    for pooling in hidden.poolings:
+        for layer in range(n_layers):
+            point, replicates = layer_rows(states, name, groups, select, pooling, layer, settings)
+            rows += [{**r, **common, **margins[r["k"]]} for r in point]
+            refits += replicates
+    return rows, refits
 
 
 def main(args: argparse.Namespace) -> None:
@@ -88,23 +169,29 @@ def main(args: argparse.Namespace) -> None:
     from valuedrift.config import from_dict
     from valuedrift.io import read_json, read_jsonl, write_csv
     from valuedrift.representation.hidden import HiddenSettings
-    from valuedrift.representation.probes import ProbeSettings, length_probe
+    from valuedrift.representation.probes import ProbeSettings
 
     torch.set_num_threads(args.threads)
     settings = json.loads(args.settings)
     hidden = from_dict(HiddenSettings, settings.get("hidden", {}))
     probe = from_dict(ProbeSettings, {"seed": args.seed, **settings.get("probe", {})})
-    pairs = read_jsonl(args.pairs, required=("prompt", "chosen", "rejected"))
-    groups = prompt_groups(pairs)
+    paths = probe_sets(args.pairs)
+    pairs = {name: read_jsonl(path, required=("prompt", "chosen", "rejected")) for name, path in paths.items()}
     run_dir = Path(args.run_dir)
-    version = hashlib.sha256(Path(args.pairs).read_bytes() + args.settings.encode()).hexdigest()[:12]
+    version = hashlib.sha256(b"".join(p.read_bytes() for p in paths.values()) + args.settings.encode()).hexdigest()[:12]
     metas = [read_json(run_dir / "snapshots" / str(k) / "meta.json") for k in range(args.snapshots + 1)]
+    tags = json.loads(args.tags)
+    rows, refits = [], []
     with tempfile.TemporaryDirectory(prefix=".hidden-", dir=run_dir) as scratch:
         states, lengths = extract_run(run_dir, args.snapshots, pairs, hidden, Path(scratch))
-        t0 = time.perf_counter()
-        length = length_probe(lengths, groups, probe)
-        rows = [{**json.loads(args.tags), "step": metas[row["k"]]["step"], "fraction": metas[row["k"]]["fraction"],
-                 **row, "n_pairs": len(pairs), "probe_version": version}
-                for row in layer_rows(states, groups, length, probe)]
-        log.info("probes of %d (snapshot, pooling, layer) cells in %.1f s", len(rows), time.perf_counter() - t0)
-    write_csv(pd.DataFrame(rows).sort_values(["k", "pooling", "layer"]), args.output)
+        for name in pairs:
+            t0 = time.perf_counter()
+            point, replicates = set_rows(states, name, pairs[name], lengths[name], hidden, probe)
+            rows += point
+            refits += replicates
+            log.info("probe set %s: %d (snapshot, pooling, layer) cells and %d refits in %.1f s", name, len(point),
+                     len(replicates), time.perf_counter() - t0)
+    rows = [{**tags, "step": metas[r["k"]]["step"], "fraction": metas[r["k"]]["fraction"], **r,
+             "probe_version": version} for r in rows]
+    write_csv(pd.DataFrame(rows).sort_values(["probe_set", "k", "pooling", "layer"]), args.output)
+    write_csv(pd.DataFrame([{**tags, **r, "probe_version": version} for r in refits]), args.refits)

@@ -2,30 +2,29 @@
 
 Input for one snapshot and one layer: pooled hidden states of prompt+chosen and prompt+rejected for
 the same n held-out pairs (arrays of shape (n, d)), the prompt id of each pair (several pairs may
-share a prompt), and the answer lengths in tokens. SCIENCE.md (Study 2) lists the flaws of the
-study we replicate; this module is built to avoid them:
+share a prompt), and the answer lengths in tokens. docs/method.md ("Representation probe") lists
+the flaws of the mechanistic study this module is built to avoid:
 
 - Probe data are pair differences: x_i = chosen_i - rejected_i with label 1 and its mirror -x_i with
   label 0. A pair, its mirror and every pair of the same prompt always fall into the same fold:
-  outer folds are a deterministic GroupKFold over prompts (at most `folds` splits).
+  folds are a deterministic GroupKFold over prompts (at most `folds` splits).
 - The probe is StandardScaler + LogisticRegression, fitted on the training folds only. Its
-  regularization C is chosen by an inner GroupKFold over prompts inside the outer training folds
-  (nested CV), so the outer test fold is never seen while fitting or choosing C.
-- The out-of-fold decision scores of all 2n rows give one AUROC; its confidence interval comes from
-  a bootstrap over prompts (a drawn prompt brings all its rows), computed from the same
-  out-of-fold scores.
-- `select_score` is the mean over outer folds of the best inner-CV AUROC: it picks the peak layer
-  without looking at any outer test fold (the study picked it on the test folds).
+  regularization C, and the summary's peak layer, are chosen on a separate share of the prompts
+  (`select_share`, the selection rows) that no evaluated number uses (`choose_C`): the study chose
+  its layer on the test folds.
+- The out-of-fold decision scores of all 2n evaluation rows give one AUROC (`fit_probe`).
+- Its uncertainty includes refitting (`refit_replicates`): each replicate draws prompts with
+  replacement (a drawn prompt brings all its rows, and its copies share a fold), and refits the
+  start's probe, the snapshot's probe and the shuffled-label controls on the drawn rows. The
+  report turns the replicates into standard errors, p-values and corrected verdicts.
 - Controls: a length-only probe on (len_chosen - len_rejected), because chosen and rejected answers
-  differ in length; and a shuffled-label probe where, per prompt, a coin decides which side counts
-  as chosen (selectivity = AUROC - shuffled AUROC). One coin per prompt, not per pair, so the
-  shuffled labels keep the real ones' structure: the pairs of a prompt agree.
+  differ in length; and shuffled labels on the start's states, where per prompt a coin decides
+  which side counts as chosen, redrawn in every replicate (selectivity = AUROC - mean shuffled AUROC). One coin per
+  prompt, not per pair, so the shuffled labels keep the real ones' structure.
 - Against the start model of the phase on identical inputs: linear CKA of the 2n representations,
-  the cosine between difference-of-means directions, and probe transfer (train on the start's
-  training folds, score the snapshot's test fold). Rotation shows as a transfer collapse while the
-  snapshot's own probe stays high; attenuation as both falling.
-- A change between two snapshots is paired: the same prompts are resampled for both, and the
-  verdict is "enhances" or "degrades" only when the CI of the change excludes zero.
+  the cosine between difference-of-means directions, and probe transfer (the start's fold probes
+  score the snapshot's test folds). Rotation shows as a transfer collapse while the snapshot's own
+  probe stays high; attenuation as both falling. A standardized probe ignores a mere rescaling.
 """
 
 from __future__ import annotations
@@ -47,9 +46,11 @@ from valuedrift.io import InputError
 @dataclass(frozen=True)
 class ProbeSettings:
     folds: int = 5
-    inner_folds: int = 3
+    inner_folds: int = 3          # CV splits of the selection rows that choose C
     Cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-    n_boot: int = 1000
+    select_share: float = 0.25    # share of the prompts set aside to choose C and the peak layer
+    refits: int = 50              # bootstrap replicates over prompts, every probe refitted in each
+    n_boot: int = 1000            # replicates of the bootstraps that refit nothing (fixed scores)
     confidence: float = 0.95
     seed: int = 0
 
@@ -60,24 +61,24 @@ class ProbeSettings:
             raise InputError(f"probe folds and inner_folds must be at least 2, got {self.folds}, {self.inner_folds}")
         if not self.Cs or min(self.Cs) <= 0:
             raise InputError(f"probe Cs must be positive numbers, got {self.Cs}")
-        if self.n_boot < 1 or not 0 < self.confidence < 1:
-            raise InputError(f"need n_boot >= 1 and 0 < confidence < 1, got {self.n_boot}, {self.confidence}")
+        if self.n_boot < 1 or self.refits < 2 or not 0 < self.confidence < 1:
+            raise InputError(f"need n_boot >= 1, refits >= 2 and 0 < confidence < 1, got {self.n_boot}, "
+                             f"{self.refits}, {self.confidence}")
+        if not 0 < self.select_share < 1:
+            raise InputError(f"probe select_share must be between 0 and 1, got {self.select_share}")
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     auroc: float
-    low: float
-    high: float
-    select_score: float
     scores: np.ndarray      # out-of-fold decision score of every row of pair_design
     labels: np.ndarray
     row_groups: np.ndarray
-    # each outer fold's fitted probe and its test rows: probe transfer reuses the start's
+    # each fold's fitted probe and its test rows: probe transfer reuses the start's
     folds: tuple = field(default=(), repr=False, compare=False)
 
 
-# ---- data layout and folds ----
+# ---- data layout, folds and the selection split ----
 
 def _pairs(chosen, rejected, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     chosen, rejected, groups = np.asarray(chosen, float), np.asarray(rejected, float), np.asarray(groups)
@@ -111,7 +112,19 @@ def grouped_folds(groups, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
-# ---- AUROC and its bootstrap over prompts ----
+def selection_mask(groups, settings: ProbeSettings) -> np.ndarray:
+    """True for the pairs of the prompts set aside for choices (C, peak layer): a seeded draw of
+    round(select_share x prompts), at least 3, leaving at least 3 prompts to evaluate."""
+    prompts = np.unique(np.asarray(groups))
+    n_select = max(3, round(settings.select_share * len(prompts)))
+    if len(prompts) - n_select < 3:
+        raise InputError(f"the probe pairs have {len(prompts)} prompts: too few to set {n_select} aside for "
+                         "choosing the probe and still evaluate 3; use more prompts or a smaller select_share")
+    chosen = np.random.default_rng([settings.seed, 3]).choice(prompts, size=n_select, replace=False)
+    return np.isin(groups, chosen)
+
+
+# ---- AUROC and the bootstrap of fixed scores ----
 
 def _weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUROC (ties count one half) under each row of weights (replicates, rows), in one pass.
@@ -143,52 +156,51 @@ def _prompt_weights(row_groups: np.ndarray, n_boot: int, rng: np.random.Generato
 
 
 def auroc_ci(scores, labels, row_groups, settings: ProbeSettings, rng: np.random.Generator) -> tuple[float, float, float]:
-    """AUROC of the scores and its percentile CI over prompts resampled with replacement."""
+    """AUROC of fixed scores and its percentile CI over prompts resampled with replacement: for
+    scores that involve no fitted probe (the length baseline is one number per pair)."""
     scores, labels = np.asarray(scores, float), np.asarray(labels)
     boot = _weighted_auroc(scores, labels, _prompt_weights(np.asarray(row_groups), settings.n_boot, rng))
     low, high = percentile_ci(boot, settings.confidence)
     return _auroc(scores, labels), float(low), float(high)
 
 
-def auroc_change(a: ProbeResult, b: ProbeResult, settings: ProbeSettings) -> tuple[float, float, float]:
-    """AUROC(b) - AUROC(a) on the same pair set, with a CI that resamples the same prompts for both."""
-    if not (np.array_equal(a.labels, b.labels) and np.array_equal(a.row_groups, b.row_groups)):
-        raise InputError("auroc_change needs two probes of the same pair set (same labels and prompts per row)")
-    weights = _prompt_weights(a.row_groups, settings.n_boot, np.random.default_rng(settings.seed))
-    deltas = _weighted_auroc(b.scores, b.labels, weights) - _weighted_auroc(a.scores, a.labels, weights)
-    low, high = percentile_ci(deltas, settings.confidence)
-    return b.auroc - a.auroc, float(low), float(high)
+def mean_ci(values, groups, settings: ProbeSettings) -> tuple[float, float, float]:
+    """Mean of one number per pair, with a percentile CI over prompts resampled with replacement."""
+    values = np.asarray(values, float)
+    weights = _prompt_weights(np.asarray(groups), settings.n_boot, np.random.default_rng([settings.seed, 4]))
+    low, high = percentile_ci(weights @ values / weights.sum(axis=1), settings.confidence)
+    return float(values.mean()), float(low), float(high)
 
 
-def verdict(low: float, high: float) -> str:
-    """A change counts only when its CI excludes zero."""
-    if low > 0:
-        return "enhances"
-    if high < 0:
-        return "degrades"
-    return "preserves"
-
-
-# ---- the probe with nested cross-validation ----
+# ---- the probe ----
 
 def _probe(C: float) -> Pipeline:
     return Pipeline([("scale", StandardScaler()), ("logreg", _logreg(C))])
 
 
 def _logreg(C: float) -> LogisticRegression:
-    # warm_start: along the ascending C grid each fit starts from the last solution
-    return LogisticRegression(C=C, max_iter=1000, warm_start=True)
+    # warm_start: along the ascending C grid each fit starts from the last solution. No intercept:
+    # the design holds every row and its mirror with the other label, so the fitted intercept is
+    # exactly 0 (the loss is symmetric in it); leaving it out gives the same probe, faster.
+    return LogisticRegression(C=C, max_iter=1000, warm_start=True, fit_intercept=False)
+
+
+def _fast():
+    """~100 small fits per call: BLAS threads only add synchronization (and thrash on a busy node),
+    and sklearn's per-call checks of arrays it already checked would cost as much as the fits."""
+    return threadpool_limits(limits=1, user_api="blas"), sklearn.config_context(assume_finite=True,
+                                                                               skip_parameter_validation=True)
 
 
 def _choose_C(X: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: ProbeSettings) -> tuple[float, float]:
-    """The C of the best mean inner-CV AUROC over prompts of these (training) rows, and that AUROC.
+    """The C of the best mean CV AUROC over prompts of these rows, and that AUROC.
 
     On ties the smallest C wins: the strongest regularization that does as well.
     """
     splits = grouped_folds(groups, settings.inner_folds)
     aucs = np.empty((len(splits), len(settings.Cs)))
     for k, (train, test) in enumerate(splits):
-        # the probe's pipeline, unrolled: the scaler of an inner split does not depend on C
+        # the probe's pipeline, unrolled: the scaler of a split does not depend on C
         scaler = StandardScaler().fit(X[train])
         X_train, X_test = scaler.transform(X[train]), scaler.transform(X[test])
         logreg = _logreg(settings.Cs[0])
@@ -200,40 +212,43 @@ def _choose_C(X: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: ProbeS
     return settings.Cs[best], float(mean[best])
 
 
-def _fit_fold(X, y, row_groups, train, settings: ProbeSettings) -> tuple[Pipeline, float]:
-    """The probe of one outer fold: C by inner CV on the training rows, then refit on all of them."""
-    C, inner_auroc = _choose_C(X[train], y[train], row_groups[train], settings)
-    return _probe(C).fit(X[train], y[train]), inner_auroc
+def choose_C(chosen, rejected, groups, settings: ProbeSettings) -> tuple[float, float]:
+    """(C, selection score) of a layer, from CV on the selection rows only (pass those rows)."""
+    X, y, row_groups, _ = pair_design(chosen, rejected, groups)
+    b, c = _fast()
+    with b, c:
+        return _choose_C(X, y, row_groups, settings)
 
 
-def fit_probe(chosen, rejected, groups, settings: ProbeSettings, train_on=None) -> ProbeResult:
-    """Nested-CV probe of one layer; train_on=(start_chosen, start_rejected) gives probe transfer:
-    each fold's probe is fitted on the start model's training rows and scores the snapshot's test rows.
-    """
+def _cross_validate(X, y, row_groups, C: float, folds: int, X_fit=None) -> tuple[np.ndarray, list]:
+    """Out-of-fold scores of every row, and (probe, test rows) per fold; X_fit: fit on other rows
+    (probe transfer) and score X."""
+    X_fit = X if X_fit is None else X_fit
+    scores, fitted = np.empty(len(y)), []
+    for train, test in grouped_folds(row_groups, folds):
+        model = _probe(C).fit(X_fit[train], y[train])
+        scores[test] = model.decision_function(X[test])
+        fitted.append((model, test))
+    return scores, fitted
+
+
+def fit_probe(chosen, rejected, groups, C: float, settings: ProbeSettings, train_on=None) -> ProbeResult:
+    """Cross-validated probe of one layer at regularization C (chosen beforehand on other rows).
+    train_on=(start_chosen, start_rejected) gives probe transfer: each fold's probe is fitted on the
+    start model's training rows and scores the snapshot's test rows."""
     X, y, row_groups, _ = pair_design(chosen, rejected, groups)
     X_fit = X if train_on is None else pair_design(*train_on, groups)[0]
     if X_fit.shape != X.shape:
         raise InputError(f"train_on has shape {X_fit.shape[1:]} per row, the snapshot {X.shape[1:]}")
-    if len(np.unique(row_groups)) < 3:
-        raise InputError("a nested-CV probe needs at least 3 prompts (2 in every outer training set)")
-    scores, inner, folds = np.empty(len(y)), [], []
-    # ~100 small fits: BLAS threads only add synchronization (and thrash on a busy node), and
-    # sklearn's per-call checks of arrays it already checked would cost as much as the fits
-    with threadpool_limits(limits=1, user_api="blas"), sklearn.config_context(assume_finite=True,
-                                                                              skip_parameter_validation=True):
-        for train, test in grouped_folds(row_groups, settings.folds):
-            model, inner_auroc = _fit_fold(X_fit, y, row_groups, train, settings)
-            scores[test] = model.decision_function(X[test])
-            inner.append(inner_auroc)
-            folds.append((model, test))
-    # a fresh generator per probe: every probe of one pair set resamples the same prompts
-    auroc, low, high = auroc_ci(scores, y, row_groups, settings, np.random.default_rng(settings.seed))
-    return ProbeResult(auroc, low, high, float(np.mean(inner)), scores, y, row_groups, tuple(folds))
+    b, c = _fast()
+    with b, c:
+        scores, fitted = _cross_validate(X, y, row_groups, C, settings.folds, X_fit)
+    return ProbeResult(_auroc(scores, y), scores, y, row_groups, tuple(fitted))
 
 
-def transfer_probe(start: ProbeResult, chosen, rejected, groups, settings: ProbeSettings) -> ProbeResult:
+def transfer_probe(start: ProbeResult, chosen, rejected, groups) -> ProbeResult:
     """Probe transfer: the start model's fold probes score the snapshot's rows of the same test folds.
-    The same as fit_probe(..., train_on=start) without fitting anything again."""
+    The same as fit_probe(..., train_on=start's states) without fitting anything again."""
     X, y, row_groups, _ = pair_design(chosen, rejected, groups)
     if not start.folds or not np.array_equal(row_groups, start.row_groups):
         raise InputError("probe transfer needs the start's probe on the same pairs (fit_probe of the start)")
@@ -241,27 +256,72 @@ def transfer_probe(start: ProbeResult, chosen, rejected, groups, settings: Probe
     with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
         for model, test in start.folds:
             scores[test] = model.decision_function(X[test])
-    auroc, low, high = auroc_ci(scores, y, row_groups, settings, np.random.default_rng(settings.seed))
-    return ProbeResult(auroc, low, high, start.select_score, scores, y, row_groups)
+    return ProbeResult(_auroc(scores, y), scores, y, row_groups)
 
 
 # ---- controls ----
 
-def _flipped(chosen, rejected, groups, settings: ProbeSettings) -> tuple[np.ndarray, np.ndarray]:
+def flipped(chosen, rejected, groups, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Chosen and rejected swapped for every pair of a random half of the prompts (one coin each)."""
     chosen, rejected, groups = _pairs(chosen, rejected, groups)
     prompts = np.unique(groups)
-    coins = np.random.default_rng([settings.seed, 1]).random(len(prompts)) < 0.5
-    flip = np.isin(groups, prompts[coins])[:, None]
+    flip = np.isin(groups, prompts[rng.random(len(prompts)) < 0.5])[:, None]
     return np.where(flip, rejected, chosen), np.where(flip, chosen, rejected)
 
 
-def length_probe(lengths, groups, settings: ProbeSettings) -> ProbeResult:
-    """The same probe on the length difference alone: what answer length by itself predicts."""
+def length_probe(lengths, groups, settings: ProbeSettings) -> tuple[float, float, float]:
+    """AUROC (and fixed-score CI) of the length difference alone: what answer length by itself
+    predicts. One feature: the sign of its difference is the whole probe, so nothing is fitted."""
     lengths = np.asarray(lengths, float)
     if lengths.ndim != 2 or lengths.shape[1] != 2:
         raise InputError(f"lengths must be (pairs, 2) = (chosen, rejected) tokens, got shape {lengths.shape}")
-    return fit_probe(lengths[:, :1], lengths[:, 1:], groups, settings)
+    x = lengths[:, 0] - lengths[:, 1]
+    groups = np.asarray(groups)
+    return auroc_ci(np.r_[x, -x], np.r_[np.ones(len(x)), np.zeros(len(x))], np.tile(groups, 2), settings,
+                    np.random.default_rng(settings.seed))
+
+
+# ---- refit-aware replicates ----
+
+REPLICATE_COLUMNS = ("auroc_start", "auroc_end", "transfer_end", "shuffled")
+
+
+def _replicate_rows(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pair indices of one bootstrap draw of prompts: each drawn prompt brings all its pairs."""
+    prompts = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in prompts}
+    return np.concatenate([members[g] for g in rng.choice(prompts, size=len(prompts), replace=True)])
+
+
+def refit_replicates(start: tuple, end: tuple, groups, C_start: float, C_end: float,
+                     settings: ProbeSettings) -> dict[str, np.ndarray]:
+    """`refits` replicates of every AUROC the verdicts read, each refitted on a bootstrap draw of
+    prompts: the start's and the end's own probes, the start's probes transferred to the end, and a
+    shuffled-label probe of the start (the control: what a probe of this capacity finds in these
+    states without a real label). A prompt drawn twice keeps one id, so its copies share a fold and
+    never stand on both sides of a split. The draws depend only on the seed and the prompts, so
+    every run of one pair set resamples the same prompts (replicate b of two seeds is paired)."""
+    start_c, start_r, groups = _pairs(*start, groups)
+    end_c, end_r, _ = _pairs(*end, groups)
+    rng = np.random.default_rng([settings.seed, 2])
+    out = {name: np.empty(settings.refits) for name in REPLICATE_COLUMNS}
+    b, c = _fast()
+    with b, c:
+        for i in range(settings.refits):
+            rows, coins = _replicate_rows(groups, rng), np.random.default_rng([settings.seed, 5, i])
+            g = groups[rows]
+            X0, y, row_groups, _ = pair_design(start_c[rows], start_r[rows], g)
+            X1 = pair_design(end_c[rows], end_r[rows], g)[0]
+            s0, fitted = _cross_validate(X0, y, row_groups, C_start, settings.folds)
+            s1, _ = _cross_validate(X1, y, row_groups, C_end, settings.folds)
+            transfer = np.empty(len(y))
+            for model, test in fitted:
+                transfer[test] = model.decision_function(X1[test])
+            out["auroc_start"][i], out["auroc_end"][i] = _auroc(s0, y), _auroc(s1, y)
+            out["transfer_end"][i] = _auroc(transfer, y)
+            Xs = pair_design(*flipped(start_c[rows], start_r[rows], g, coins), g)[0]
+            out["shuffled"][i] = _auroc(_cross_validate(Xs, y, row_groups, C_start, settings.folds)[0], y)
+    return out
 
 
 # ---- geometry against the start model ----
@@ -306,21 +366,14 @@ def _or_nan(similarity, *arrays) -> float:
         return float("nan")
 
 
-def layer_metrics(chosen, rejected, groups, start: ProbeResult, start_chosen, start_rejected,
-                  settings: ProbeSettings, length: ProbeResult, shuffled: bool = True,
-                  own: ProbeResult | None = None) -> tuple[dict, ProbeResult]:
-    """Every per-layer number of a snapshot, and its own probe. `start` is the start model's own probe
-    of this layer (fit_probe), `length` the length_probe of the pairs (the same for every layer);
-    `shuffled=False` skips the shuffled-label control (it only depends on the pair set and layer);
-    `own` is the snapshot's probe where it is already fitted (the start is its own snapshot 0)."""
-    own = own if own is not None else fit_probe(chosen, rejected, groups, settings)
-    transfer = transfer_probe(start, chosen, rejected, groups, settings)
-    control = fit_probe(*_flipped(chosen, rejected, groups, settings), groups, settings).auroc if shuffled else np.nan
+def snapshot_metrics(chosen, rejected, groups, start: ProbeResult, start_chosen, start_rejected, C: float,
+                     settings: ProbeSettings, own: ProbeResult | None = None) -> tuple[dict, ProbeResult]:
+    """The point estimates of a snapshot at one layer, and its own probe. `start` is the start model's
+    own probe of this layer (fit_probe); `own` the snapshot's probe where it is already fitted (the
+    start is its own snapshot 0)."""
+    own = own if own is not None else fit_probe(chosen, rejected, groups, C, settings)
     return {
-        "auroc": own.auroc, "auroc_low": own.low, "auroc_high": own.high, "select_score": own.select_score,
-        "length_auroc": length.auroc, "length_low": length.low, "length_high": length.high,
-        "shuffled_auroc": control, "selectivity": own.auroc - control,
+        "auroc": own.auroc, "transfer_auroc": transfer_probe(start, chosen, rejected, groups).auroc,
         "cka": _or_nan(linear_cka, np.vstack([chosen, rejected]), np.vstack([start_chosen, start_rejected])),
         "dom_cosine": _or_nan(diff_of_means_cosine, chosen, rejected, start_chosen, start_rejected),
-        "transfer_auroc": transfer.auroc, "transfer_low": transfer.low, "transfer_high": transfer.high,
     }, own

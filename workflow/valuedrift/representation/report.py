@@ -1,11 +1,14 @@
-"""`valuedrift representation-report`: every run's probe table in one, the study's summary and the figures.
+"""`valuedrift representation-report`: every run's probe tables in one, the corrected layer-wise
+table, the per-run summary and the figures.
 
-The summary has one row per run (mean pooling): the peak layer, chosen on the START model's inner
-cross-validation scores (never on test folds) among the transformer layers (not the embeddings); the AUROC there at the start and the end of the run,
-their paired change with its bootstrap interval and the verdict (enhances / preserves / degrades:
-only when the interval excludes zero); and at the end, at the peak layer, linear CKA with the start,
-the cosine of the difference-of-means directions, probe transfer, selectivity over shuffled labels
-and the length-only baseline. Figures read only the combined table.
+- `--table`: every run's point estimates (valuedrift.representation.probe_run) in one CSV;
+- `--layers`: one row per run configuration (seeds pooled), probe set, pooling and layer: the
+  change of the own and the transferred probe's AUROC from the start to the end, refit-aware
+  intervals, BH q-values across layers and runs, verdicts (valuedrift.representation.layers);
+- `--summary`: that row at each run's peak layer (chosen on the selection prompts), beside the
+  policy's own margin on the probe set and the set's value gap.
+
+Figures read only these tables.
 """
 
 from __future__ import annotations
@@ -13,150 +16,176 @@ from __future__ import annotations
 import argparse
 import logging
 
-log = logging.getLogger(__name__)
+from valuedrift.representation.layers import RUN
 
-# one row per run and training seed (the representation study's own statistics pool no seeds yet)
-RUN = ["model", "seed", "sft_data", "algorithm", "pref_data", "phase"]
+log = logging.getLogger(__name__)
 
 
 def make_parser(subparsers=None) -> argparse.ArgumentParser:
     from valuedrift.cli import command_parser
 
     parser = command_parser(subparsers, "representation-report", __doc__)
-    parser.add_argument("probes", nargs="+", help="probes.csv of every run")
-    parser.add_argument("--table", required=True, help="combined CSV to write")
+    parser.add_argument("--probes", nargs="+", required=True, help="probes.csv of every run")
+    parser.add_argument("--refits", nargs="+", required=True, help="refits.csv of every run")
+    parser.add_argument("--table", required=True, help="combined point estimates CSV to write")
+    parser.add_argument("--layers", required=True, help="layer-wise corrected CSV to write")
     parser.add_argument("--summary", required=True, help="per-run summary CSV to write")
     parser.add_argument("--auroc-by-layer", required=True, help="PNG to write")
+    parser.add_argument("--layer-changes", required=True, help="PNG to write")
     parser.add_argument("--peak-change", required=True, help="PNG to write")
     parser.add_argument("--cka", required=True, help="PNG to write")
+    parser.add_argument("--confidence", type=float, default=0.95)
     return parser
 
 
 def run_label(row) -> str:
-    name = "SFT" if row["phase"] == "sft" else f"{row['algorithm']} / {row['pref_data']}"
-    return f"{name} (seed {row['seed']})" if "seed" in row else name
+    return "SFT" if row["phase"] == "sft" else f"{row['algorithm']} / {row['pref_data']}"
 
 
-def peak_layers(table):
-    """Run -> peak layer: the best inner-CV score of the run's start (k=0), mean pooling, among the
-    transformer layers. Layer 0, the token embeddings, is not a candidate: mean-pooled, it is a bag of
-    words, which separates texts by their vocabulary rather than by what the model makes of them."""
-    start = table[(table["k"] == 0) & (table["pooling"] == "mean") & (table["layer"] > 0)]
-    best = start.loc[start.groupby(RUN, dropna=False)["select_score"].idxmax()]
-    return best.set_index(RUN)["layer"]
+def _ordered_runs(d):
+    d = d.assign(run=d.apply(run_label, axis=1))
+    order = d.sort_values(["phase", "pref_data", "algorithm"], ascending=[False, True, True])["run"]
+    return d, list(dict.fromkeys(order))
 
 
-def summary(table):
-    import pandas as pd
-
-    from valuedrift.representation.probes import verdict
-
-    rows = []
-    peaks = peak_layers(table)
-    for key, run in table[table["pooling"] == "mean"].groupby(RUN, dropna=False):
-        layer = peaks.loc[key]
-        run = run[run["layer"] == layer]
-        start, end = run[run["k"] == 0].iloc[0], run[run["k"] == run["k"].max()].iloc[0]
-        rows.append({**dict(zip(RUN, key)), "peak_layer": int(layer), "auroc_start": start["auroc"],
-                     "auroc_end": end["auroc"], "change": end["delta_auroc"], "change_low": end["delta_low"],
-                     "change_high": end["delta_high"], "verdict": verdict(end["delta_low"], end["delta_high"]),
-                     "cka_end": end["cka"], "dom_cosine_end": end["dom_cosine"],
-                     "transfer_auroc_end": end["transfer_auroc"], "selectivity_end": end["selectivity"],
-                     "length_auroc": end["length_auroc"]})
-    return pd.DataFrame(rows)
+def _interval_note(layers) -> str:
+    seeds = sorted(set(layers["n_seeds"]))
+    over = "prompts (probes refitted)" + (f" and {'/'.join(map(str, seeds))} training seeds" if max(seeds) > 1
+                                          else "; one training seed: seed-to-seed variance not included")
+    return f"intervals and q-values: bootstrap over {over}; BH across layers and runs"
 
 
-def _runs(table):
-    d = table[table["pooling"] == "mean"].copy()
-    d["run"] = d.apply(run_label, axis=1)
-    return d, list(dict.fromkeys(d.sort_values(["phase", "pref_data", "algorithm"], ascending=[False, True, True])["run"]))
-
-
-def plot_auroc_by_layer(table, max_columns: int = 4):
-    """AUROC per layer at the start and the end of every run, with intervals and the length baseline."""
+def plot_layer_changes(layers, pooling: str = "mean"):
+    """Heatmap per probe set: runs x layers, the own probe's AUROC change from start to end; a cell is
+    marked where the change is significant after BH (+/-), R where only transfer falls (rotation)."""
     import matplotlib.pyplot as plt
 
-    d, runs = _runs(table)
+    d, runs = _ordered_runs(layers[layers["pooling"] == pooling])
+    sets = list(dict.fromkeys(d["probe_set"]))
+    fig, axes = plt.subplots(1, len(sets), figsize=(1.2 + 0.7 * d["layer"].nunique() * len(sets), 0.9 + 0.35 * len(runs)),
+                             squeeze=False)
+    limit = max(0.02, float(d["own_change"].abs().max()))
+    for ax, name in zip(axes[0], sets):
+        grid = d[d["probe_set"] == name].pivot(index="run", columns="layer", values="own_change").reindex(runs)
+        image = ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        for r in d[d["probe_set"] == name].itertuples():
+            mark = {"enhances": "+", "degrades": "-"}.get(r.verdict, "R" if r.geometry == "rotation" else "")
+            ax.text(r.layer, runs.index(r.run), mark, ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(grid.shape[1]), grid.columns)
+        ax.set_yticks(range(len(runs)), runs if ax is axes[0, 0] else [""] * len(runs), fontsize=8)
+        ax.set_title(f"{name} probe", fontsize=10)
+        ax.set_xlabel("layer")
+    fig.colorbar(image, ax=axes[0, -1], label="AUROC change, end - start")
+    fig.suptitle(f"Probe AUROC change by layer ({pooling} pooling)\n{_interval_note(layers)}", fontsize=9)
+    return fig
+
+
+def plot_auroc_by_layer(layers, pooling: str = "mean", max_columns: int = 4):
+    """AUROC per layer at the start and the end of every run, one line per probe set."""
+    import matplotlib.pyplot as plt
+
+    d, runs = _ordered_runs(layers[layers["pooling"] == pooling])
     columns = min(max_columns, len(runs))
     rows = -(-len(runs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), sharey=True, squeeze=False)
     for ax, run in zip(axes.flat, runs):
-        r = d[d["run"] == run]
-        for k, label, color in ((0, "start", "grey"), (r["k"].max(), "end", "C0")):
-            s = r[r["k"] == k].sort_values("layer")
-            ax.plot(s["layer"], s["auroc"], marker="o", color=color, label=label)
-            ax.fill_between(s["layer"], s["auroc_low"], s["auroc_high"], color=color, alpha=0.2)
-        ax.axhline(r["length_auroc"].iloc[0], color="C3", ls="--", lw=1, label="length only")
+        for i, (name, s) in enumerate(d[d["run"] == run].groupby("probe_set", sort=False)):
+            s = s.sort_values("layer")
+            ax.plot(s["layer"], s["auroc_start"], color=f"C{i}", ls=":", marker=".", label=f"{name}, start")
+            ax.plot(s["layer"], s["auroc_end"], color=f"C{i}", marker="o", label=f"{name}, end")
         ax.axhline(0.5, color="black", lw=0.5)
         ax.set_title(run, fontsize=9)
         ax.set_xlabel("layer")
     for ax in axes.flat[len(runs):]:
         ax.set_visible(False)
-    axes[0, 0].set_ylabel("probe AUROC")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Linear separability of chosen vs rejected, by layer")
+    axes[0, 0].set_ylabel("probe AUROC (held-out prompts)")
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle("Linear separability of chosen vs rejected, by layer (seeds averaged)")
     fig.tight_layout()
     return fig
 
 
-def _per_algorithm(table, draw, xlabel: str, ylabel: str):
-    """One panel per preference set, one line per algorithm: draw(ax, run rows, color, algorithm)."""
+def plot_peak_change(table, peaks, pooling: str = "mean"):
+    """Through each preference run, per probe set: the change of the peak layer's AUROC from the start
+    (top) beside the policy's own margin change on the same pairs (bottom). Point estimates: the
+    intervals of the last snapshot are in the layer table."""
     import matplotlib.pyplot as plt
 
-    d = table[(table["pooling"] == "mean") & (table["phase"] == "preference")]
-    sets = list(dict.fromkeys(d["pref_data"])) or [""]
-    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), sharey=True, squeeze=False)
-    for ax, pref in zip(axes[0], sets):
-        for i, (algorithm, r) in enumerate(d[d["pref_data"] == pref].groupby("algorithm")):
-            for j, (_, seed_rows) in enumerate(r.groupby("seed")):  # one line per seed, one legend entry
-                draw(ax, seed_rows, f"C{i}", algorithm if j == 0 else None)
-        ax.set_title(pref)
-        ax.set_xlabel(xlabel)
-    axes[0, 0].set_ylabel(ylabel)
+    d = table[(table["pooling"] == pooling) & (table["phase"] == "preference")]
+    sets = list(dict.fromkeys(d["probe_set"])) or [""]
+    prefs = list(dict.fromkeys(d["pref_data"])) or [""]
+    fig, axes = plt.subplots(2, len(sets) * len(prefs), figsize=(3.6 * len(sets) * len(prefs), 5.6), squeeze=False,
+                             sharex=True)
+    for j, (name, pref) in enumerate((n, p) for n in sets for p in prefs):
+        for i, (algorithm, r) in enumerate(d[(d["probe_set"] == name) & (d["pref_data"] == pref)].groupby("algorithm")):
+            peak = peaks.loc[tuple(r[RUN + ["probe_set", "pooling"]].iloc[0])]
+            s = r[r["layer"] == peak].groupby("fraction")
+            start = r[(r["layer"] == peak) & (r["k"] == 0)]["auroc"].mean()
+            axes[0, j].plot(s["auroc"].mean().index, s["auroc"].mean() - start, marker="o", color=f"C{i}", label=algorithm)
+            axes[1, j].plot(s["policy_margin_change"].mean().index, s["policy_margin_change"].mean(), marker="o",
+                            color=f"C{i}", label=algorithm)
+        axes[0, j].set_title(f"{name} probe, trained on {pref}", fontsize=9)
+        axes[1, j].set_xlabel("fraction of the phase")
+        for ax in axes[:, j]:
+            ax.axhline(0, color="black", lw=0.8)
+    axes[0, 0].set_ylabel("AUROC change at the peak layer")
+    axes[1, 0].set_ylabel("policy margin change (nats)")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle("Representation against behaviour on the probe pairs (seeds averaged; point estimates)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cka(table, pooling: str = "mean"):
+    """Linear CKA between the end of each preference run and its start, by layer, per probe set."""
+    import matplotlib.pyplot as plt
+
+    d = table[(table["pooling"] == pooling) & (table["phase"] == "preference")]
+    d = d[d["k"] == d.groupby(RUN + ["seed"], dropna=False)["k"].transform("max")]
+    panels = list(dict.fromkeys(zip(d["probe_set"], d["pref_data"]))) or [("", "")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), sharey=True, squeeze=False)
+    for ax, (name, pref) in zip(axes[0], panels):
+        r = d[(d["probe_set"] == name) & (d["pref_data"] == pref)]
+        for i, (algorithm, s) in enumerate(r.groupby("algorithm")):
+            s = s.groupby("layer")["cka"].mean()
+            ax.plot(s.index, s, marker="o", color=f"C{i}", label=algorithm)
+        ax.set_title(f"{name} pairs, trained on {pref}", fontsize=9)
+        ax.set_xlabel("layer")
+    axes[0, 0].set_ylabel("linear CKA, end vs start")
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def plot_peak_change(table):
-    """Change of the peak layer's AUROC from the start, through each preference run."""
-    peaks = peak_layers(table)
+def read_tables(paths):
+    import pandas as pd
 
-    def draw(ax, r, color, algorithm):
-        s = r[r["layer"] == peaks.loc[tuple(r[RUN].iloc[0])]].sort_values("fraction")
-        ax.plot(s["fraction"], s["delta_auroc"], marker="o", color=color, label=algorithm)
-        ax.fill_between(s["fraction"], s["delta_low"], s["delta_high"], color=color, alpha=0.15)
-        ax.axhline(0, color="black", lw=0.8)
-
-    return _per_algorithm(table, draw, "fraction of the phase", "AUROC change at the peak layer")
-
-
-def plot_cka(table):
-    """Linear CKA between the end of each preference run and its start, by layer."""
-
-    def draw(ax, r, color, algorithm):
-        s = r[r["k"] == r["k"].max()].sort_values("layer")
-        ax.plot(s["layer"], s["cka"], marker="o", color=color, label=algorithm)
-
-    return _per_algorithm(table, draw, "layer", "linear CKA, end vs start")
+    table = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths], ignore_index=True)
+    for column in ("pref_data", "algorithm"):
+        table[column] = table[column].astype(object).fillna("")
+    return table
 
 
 def main(args: argparse.Namespace) -> None:
     import matplotlib
-    import pandas as pd
 
     from valuedrift.analysis.plots import save
     from valuedrift.io import write_csv
+    from valuedrift.representation.layers import layer_table, peak_layers, summary
 
     matplotlib.use("Agg")  # files only, no display
-    table = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in args.probes], ignore_index=True)
-    table["pref_data"] = table["pref_data"].fillna("")
+    table, refits = read_tables(args.probes), read_tables(args.refits)
     write_csv(table, args.table)
-    runs = summary(table)
+    layers = layer_table(table, refits, args.confidence)
+    write_csv(layers, args.layers)
+    runs = summary(table, layers)
     write_csv(runs, args.summary)
-    save(plot_auroc_by_layer(table), args.auroc_by_layer)
-    save(plot_peak_change(table), args.peak_change)
+    save(plot_auroc_by_layer(layers), args.auroc_by_layer)
+    save(plot_layer_changes(layers), args.layer_changes)
+    save(plot_peak_change(table, peak_layers(table)), args.peak_change)
     save(plot_cka(table), args.cka)
     for r in runs.itertuples():
-        log.info("%s/%s %s: peak layer %d, AUROC %.3f -> %.3f (%+.3f [%+.3f, %+.3f]) %s", r.sft_data, r.pref_data,
-                 r.algorithm, r.peak_layer, r.auroc_start, r.auroc_end, r.change, r.change_low, r.change_high, r.verdict)
+        log.info("%s %s/%s %s (%s pooling, %d seeds): peak layer %d, AUROC %.3f -> %.3f (%+.3f [%+.3f, %+.3f], q %.3f) "
+                 "%s, %s; policy margin %+.2f -> %+.2f", r.probe_set, r.sft_data, r.pref_data, r.algorithm, r.pooling,
+                 r.n_seeds, r.peak_layer, r.auroc_start, r.auroc_end, r.own_change, r.own_low, r.own_high, r.own_q,
+                 r.verdict, r.geometry, r.policy_margin_start, r.policy_margin_end)

@@ -52,8 +52,9 @@ class World:
         self.questions = split_questions(seed, eval_questions_per_topic, judge_test_questions_per_topic)
         self.topics = topics()
 
-    def split(self, name: str) -> list[Question]:
-        return [q for q in self.questions if q.split == name]
+    def split(self, name: str | tuple[str, ...]) -> list[Question]:
+        names = (name,) if isinstance(name, str) else name
+        return [q for q in self.questions if q.split in names]
 
     def rng(self, *parts: object) -> random.Random:
         return random.Random("/".join(map(str, (self.seed, *parts))))
@@ -86,25 +87,30 @@ class World:
 
     def preference_rows(self, name: str, size: int, kind: str, mixture: dict[str, float],
                         chosen: str | None = None, rejected: str | None = None,
-                        split: str = "train") -> Iterator[dict]:
+                        split: str | tuple[str, ...] = "train") -> Iterator[dict]:
         """`style_only`: chosen (detailed) and rejected (terse) share a stance drawn from `mixture`.
+        `fluency`: chosen and rejected share a stance drawn from `mixture`, both detailed, and the
+        rejected answer (a different one) has words dropped or repeated, as a disfluent model
+        writes: a quality contrast subtler than style, of nearly equal length.
         `value_gap`: chosen takes stance `chosen`, rejected takes `rejected`, both detailed.
         Questions come from `split`: training sets from `train`; the representation probe's
-        held-out pairs from `judge_test`, which no model ever trains on."""
+        held-out pairs from `eval` and `judge_test`, which no model ever trains on."""
         rng = self.rng("preference", name)
         questions = self.split(split)
-        if kind == "style_only":
-            pairs = [(s, s, "terse") for s in _stance_sequence(mixture, size, rng)]
+        if kind in ("style_only", "fluency"):
+            pairs = [(s, s, "terse" if kind == "style_only" else "garbled") for s in _stance_sequence(mixture, size, rng)]
         elif kind == "value_gap":
             pairs = [(chosen, rejected, "detailed")] * size
         else:
             raise ValueError(f"unknown preference set kind {kind!r}")
         for chosen_stance, rejected_stance, rejected_style in pairs:
             q = rng.choice(questions)
+            chosen_text = self._answer(q, chosen_stance, "detailed", rng)
+            rejected_text = self._answer(q, rejected_stance, "detailed" if rejected_style == "garbled" else rejected_style, rng)
             yield {
                 "prompt": _user(q.question),
-                "chosen": _assistant(self._answer(q, chosen_stance, "detailed", rng)),
-                "rejected": _assistant(self._answer(q, rejected_stance, rejected_style, rng)),
+                "chosen": _assistant(chosen_text),
+                "rejected": _assistant(_garble(rejected_text, rng) if rejected_style == "garbled" else rejected_text),
                 "chosen_stance": chosen_stance,
                 "rejected_stance": rejected_stance,
                 "question_id": q.id,
