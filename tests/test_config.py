@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,8 @@ def test_internals_study_dry_run_skips_sft_and_probes_every_run(root):
     # 3 instruct models x 6 algorithms on UltraFeedback, no SFT phase
     assert "skip_sft                       3" in out.stdout and "train_sft" not in out.stdout
     assert "probe_representations         18" in out.stdout and "train_preference              18" in out.stdout
+    # an SAE and a crosscoder of every run (dictionaries: every seed and set), and both probe sets
+    assert re.search(r"\bprobe_features +18\n", out.stdout) and re.search(r"\bprepare_probe_pairs +2\n", out.stdout)
 
 
 def test_judge_and_model_entries_take_only_their_settings():
@@ -240,6 +243,7 @@ def test_closed_entries_list_exactly_their_dataclass_fields():
     from valuedrift.data.vprism import VPrismSettings
     from valuedrift.llm.api import ApiSettings
     from valuedrift.llm.local import LocalSettings
+    from valuedrift.representation.dictionaries import DictionarySettings
     from valuedrift.representation.hidden import HiddenSettings
     from valuedrift.representation.probes import ProbeSettings
 
@@ -254,6 +258,7 @@ def test_closed_entries_list_exactly_their_dataclass_fields():
         (top["eval_prompts"]["properties"]["vprism"], VPrismSettings, set()),
         (top["representation"]["properties"]["hidden"], HiddenSettings, set()),
         (top["representation"]["properties"]["probe"], ProbeSettings, set()),
+        (top["dictionaries"]["oneOf"][1]["properties"]["sae"], DictionarySettings, set()),
     ]
     for entry, cls, extra in entries:
         assert entry["additionalProperties"] is False, cls.__name__

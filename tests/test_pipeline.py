@@ -184,8 +184,9 @@ def test_representation_probe_of_every_snapshot(study):
     table = pd.read_csv(study / "results" / "aggregate" / "representation.csv")
     table["pref_data"] = table["pref_data"].fillna("")
     runs = table.groupby(["seed", "algorithm", "pref_data"]).size()
-    # the first seed's runs (representation.seeds: [0]), both probe sets, mean pooling (the default)
-    assert len(runs) == 3 and set(table["seed"]) == {0}
+    # the first seed's SFT run and its run on the value-gap set (representation.seeds: [0],
+    # preference_datasets: [support_chosen]), both probe sets, mean pooling (the default)
+    assert len(runs) == 2 and set(table["seed"]) == {0} and set(table["pref_data"]) == {"", "support_chosen"}
     assert set(table["k"]) == {0, 1, 2} and set(table["pooling"]) == {"mean"}
     assert set(table["probe_set"]) == {"stance", "quality"}
     start = table[table["k"] == 0]
@@ -198,11 +199,17 @@ def test_representation_probe_of_every_snapshot(study):
     dpo = stance[(stance["pref_data"] == "support_chosen") & (stance["k"] == 2) & (stance["layer"] == 0)]
     assert (dpo["policy_margin_change"] > 0).all() and (dpo["policy_margin_change_low"] > 0).all()
     layers = pd.read_csv(study / "results" / "report" / "representation_layers.csv")
-    assert len(layers) == 3 * 2 * table["layer"].nunique()  # runs x sets x layers
+    assert len(layers) == 2 * 2 * table["layer"].nunique()  # runs x sets x layers
     assert set(layers["verdict"]) <= {"enhances", "preserves", "degrades"}
     assert (layers["own_low"] <= layers["own_change"]).all() and (layers["own_q"] >= layers["own_p"]).all()
     summary = pd.read_csv(study / "results" / "report" / "representation_summary.csv")
-    assert len(summary) == 3 * 2 and (summary["peak_layer"] > 0).all()
+    assert len(summary) == 2 * 2 and (summary["peak_layer"] > 0).all()
+    # the SAE and the crosscoder of DPO's run on the value-gap set, at each probe set's peak layer
+    features = pd.read_csv(study / "results" / "report" / "representation_features.csv")
+    assert len(features) == 2 and set(features["algorithm"]) == {"dpo"}
+    assert (features["sae_fve_start"] > 0.5).all()
+    shares = features[["share_shared", "share_start_only", "share_end_only"]].sum(axis=1)
+    assert np.allclose(shares, 1)
     for name in ("representation_auroc_by_layer.png", "representation_layer_changes.png",
-                 "representation_peak_change.png", "representation_cka.png"):
+                 "representation_peak_change.png", "representation_cka.png", "representation_features.png"):
         assert (study / "results" / "report" / name).stat().st_size > 1000

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from valuedrift.behaviour.judges import TRAINED
 from valuedrift import grid
-from valuedrift.config import chosen_stance, dictionary_settings, feature_run, probe_pairs_spec, validate_config
+from valuedrift.config import (chosen_stance, dictionary_settings, feature_run, probe_pairs_spec,
+                               representation_run, validate_config)
 from valuedrift.training.trainers import ALGORITHMS
 
 validate_config(config)
@@ -231,8 +232,7 @@ STANCE_FILES = stance_files(JUDGE)
 # the representation probe's held-out pair sets, by name
 PROBE_SETS = list(config["probe_pairs"])
 # the runs whose representations are probed: every run, or those of the seeds `representation.seeds` names
-REPRESENTATION_RUNS = [run for run in grid.runs(config)
-                       if config["representation"].get("seeds") is None or run.seed in config["representation"]["seeds"]]
+REPRESENTATION_RUNS = [run for run in grid.runs(config) if representation_run(config, run)]
 # the preference runs whose start and end get sparse dictionaries (`dictionaries`; none if null)
 FEATURE_RUNS = [run for run in REPRESENTATION_RUNS if feature_run(config, run)]
 # every phase that trains (not a skipped SFT): its trainer_state.json feeds the training-health report

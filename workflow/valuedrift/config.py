@@ -169,10 +169,11 @@ def cross_check(config: dict) -> list[str]:
     if grid["algorithms"] and not grid["preference_datasets"]:
         problems.append("config key grid.preference_datasets: empty while grid.algorithms is not — "
                         "name at least one preference dataset or clear grid.algorithms")
-    unknown = sorted(set((config.get("dictionaries") or {}).get("preference_datasets") or []) - set(config["preference_datasets"]))
-    if unknown:
-        problems.append(f"config key dictionaries.preference_datasets: {', '.join(map(repr, unknown))} not defined "
-                        "under `preference_datasets` — name sets of the grid, or null for every set")
+    for section in ("representation", "dictionaries"):
+        unknown = sorted(set((config.get(section) or {}).get("preference_datasets") or []) - set(config["preference_datasets"]))
+        if unknown:
+            problems.append(f"config key {section}.preference_datasets: {', '.join(map(repr, unknown))} not defined "
+                            "under `preference_datasets` — name sets of the grid, or null for every set")
     problems += _check_datasets(config) + _check_judges(config) + _check_builders(config)
     problems += _check_variants(config) + _check_derived(config) + _check_snapshots(config)
     problems += _check_trainers(config) + _check_paths(config) + _check_world(config)
@@ -255,14 +256,24 @@ def probe_pairs_spec(config: dict, name: str) -> dict:
     return {source: config["probe_pairs"][name].get(source)}
 
 
+def _selected(spec: dict, run) -> bool:
+    """Is the run among the seeds and preference sets `spec` names (null or absent: every one)?
+    SFT runs have no preference set and pass that test."""
+    return ((spec.get("seeds") is None or run.seed in spec["seeds"])
+            and (run.phase == "sft" or spec.get("preference_datasets") is None
+                 or run.pref_data in spec["preference_datasets"]))
+
+
+def representation_run(config: dict, run) -> bool:
+    """Is this run's representation probed (`representation.seeds`, `.preference_datasets`)?"""
+    return _selected(config["representation"], run)
+
+
 def feature_run(config: dict, run) -> bool:
     """Does this run get sparse dictionaries (SAE, crosscoder)? Preference runs of the seeds and
     preference sets `dictionaries` names (null: every one); none where `dictionaries` is null."""
     spec = config.get("dictionaries")
-    if not spec or run.phase != "preference":
-        return False
-    return all(spec.get(key) is None or value in spec[key]
-               for key, value in (("seeds", run.seed), ("preference_datasets", run.pref_data)))
+    return bool(spec) and run.phase == "preference" and representation_run(config, run) and _selected(spec, run)
 
 
 def dictionary_settings(config: dict) -> dict:
