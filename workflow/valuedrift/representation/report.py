@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import textwrap
 
 from valuedrift.representation.layers import RUN
 
@@ -62,8 +63,8 @@ def plot_layer_changes(layers, pooling: str = "mean"):
 
     d, runs = _ordered_runs(layers[layers["pooling"] == pooling])
     sets = list(dict.fromkeys(d["probe_set"]))
-    fig, axes = plt.subplots(1, len(sets), figsize=(1.2 + 0.7 * d["layer"].nunique() * len(sets), 0.9 + 0.35 * len(runs)),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(2.5 + 0.8 * d["layer"].nunique() * len(sets), 1.6 + 0.35 * len(runs)),
+                             squeeze=False, layout="constrained")
     limit = max(0.02, float(d["own_change"].abs().max()))
     for ax, name in zip(axes[0], sets):
         grid = d[d["probe_set"] == name].pivot(index="run", columns="layer", values="own_change").reindex(runs)
@@ -76,7 +77,8 @@ def plot_layer_changes(layers, pooling: str = "mean"):
         ax.set_title(f"{name} probe", fontsize=10)
         ax.set_xlabel("layer")
     fig.colorbar(image, ax=axes[0, -1], label="AUROC change, end - start")
-    fig.suptitle(f"Probe AUROC change by layer ({pooling} pooling)\n{_interval_note(layers)}", fontsize=9)
+    note = "\n".join(textwrap.wrap(_interval_note(layers), 90))
+    fig.suptitle(f"Probe AUROC change by layer ({pooling} pooling); +/- significant, R rotation\n{note}", fontsize=9)
     return fig
 
 
