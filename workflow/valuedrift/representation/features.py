@@ -60,21 +60,12 @@ def peak_layers(probes) -> dict[str, int]:
 def token_states(model, tokenizer, pairs: list[dict], layers: list[int], max_length: int, batch_size: int):
     """{layer: (tokens, hidden) activations of every answer token}, and each token's text (pair i's
     chosen answer is text 2i, its rejected 2i + 1)."""
-    import torch
-
-    from valuedrift.representation.hidden import texts_of
+    from valuedrift.representation.hidden import forward_batches, texts_of
 
     ids, starts, _ = texts_of(pairs, tokenizer, max_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out, texts = {layer: [] for layer in layers}, []
-    for first in range(0, len(ids), batch_size):
-        batch = range(first, min(first + batch_size, len(ids)))
-        width = max(len(ids[i]) for i in batch)
-        input_ids = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch])
-        attention = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
-        with torch.inference_mode():
-            hidden = model.base_model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
-                                      output_hidden_states=True).hidden_states
+    for batch, output in forward_batches(model, tokenizer, ids, list(range(len(ids))), batch_size):
+        hidden = output.hidden_states
         for j, i in enumerate(batch):
             for layer in layers:
                 out[layer].append(hidden[layer][j, starts[i]:len(ids[i])].float().cpu().numpy())

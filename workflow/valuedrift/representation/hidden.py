@@ -88,8 +88,6 @@ def pool_batch(hidden_states, starts, lengths):
 def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_dir: Path) -> tuple[dict, np.ndarray]:
     """Write the pooled states of `pairs` to `out_dir`; return the open arrays by (side, pooling), and
     the (pairs, 2) log-probabilities of the chosen and the rejected answer."""
-    import torch
-
     ids, starts, cut = texts_of(pairs, tokenizer, settings.max_length)
     if cut:
         log.warning("%d of %d texts were longer than %d tokens and lost the start of their prompt",
@@ -98,18 +96,7 @@ def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_d
     out = open_outputs(out_dir, layers, len(pairs), model.config.hidden_size)
     logprobs = np.empty((len(pairs), 2))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), settings.batch_size):
-        batch = order[start:start + settings.batch_size]
-        width = max(len(ids[i]) for i in batch)
-        input_ids = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch])
-        attention = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
-        with torch.inference_mode():
-            # the transformer without its language-model head: logits over a 150k vocabulary at
-            # every position would cost a third of the pass; answer_logprob runs the head on the
-            # answer's positions only
-            output = model.base_model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
-                                      output_hidden_states=True)
+    for batch, output in forward_batches(model, tokenizer, ids, order, settings.batch_size):
         hidden = output.hidden_states
         mean, last = pool_batch(hidden, [starts[i] for i in batch], [len(ids[i]) for i in batch])
         answer_lp = answer_logprobs(model, output.last_hidden_state, [ids[i] for i in batch], [starts[i] for i in batch])
@@ -120,6 +107,23 @@ def extract(model, tokenizer, pairs: list[dict], settings: HiddenSettings, out_d
     for array in out.values():
         array.flush()
     return out, logprobs
+
+
+def forward_batches(model, tokenizer, ids: list[list[int]], order: list[int], batch_size: int):
+    """(text indices, model output with every layer's states) per batch of `batch_size` texts taken
+    in `order`, right-padded: the transformer without its language-model head, as logits over a
+    150k vocabulary at every position would cost a third of the pass."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        width = max(len(ids[i]) for i in batch)
+        input_ids = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch])
+        attention = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
+        with torch.inference_mode():
+            yield batch, model.base_model(input_ids=input_ids.to(model.device),
+                                          attention_mask=attention.to(model.device), output_hidden_states=True)
 
 
 def answer_logprobs(model, final_states, ids: list[list[int]], starts: list[int], chunk: int = 1024) -> np.ndarray:
