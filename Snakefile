@@ -1,5 +1,6 @@
 # valuedrift: how post-training shapes a language model's values.
 #   data -> base model -> SFT (snapshots) -> preference optimization (snapshots)
+#   (or checkpoints of runs trained elsewhere, imported as snapshots)
 #   -> behaviour probe of every snapshot (generate, judge) -> aggregate -> drift metrics -> figures
 #   -> representation probe of every snapshot (hidden states, layer-wise probes) -> summary, figures
 #   -> sparse dictionaries (SAE, crosscoder) of a run's start and end at the peak layers
@@ -20,6 +21,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/external.smk"
 include: "workflow/rules/behaviour.smk"
 include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/representation.smk"

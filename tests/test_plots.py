@@ -129,6 +129,21 @@ def test_trajectories_draw_each_seed_faintly_beside_the_pooled_share():
     plt.close(fig)
 
 
+def test_trajectories_of_two_models_get_a_panel_each():
+    """Runs of different models never share a panel (external runs are often one model each)."""
+    pooled, per_seed = distributions()
+    other = pooled.assign(model="other", share=pooled["share"] / 2)
+    fig = plots.plot_trajectories(pd.concat([pooled, other]))
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_visible())
+    assert titles == ["other: SFT on w, then DPO", "tiny: SFT on w, then DPO"]
+    # each panel: 3 stances x 2 segments, one model's shares only
+    assert all(len(ax.lines) == 6 + 1 for ax in fig.axes if ax.get_visible())  # + the phase boundary
+    plt.close(fig)
+    fig = plots.plot_trajectories_by_topic(pd.concat([pooled, other]))
+    assert sum(ax.get_visible() for ax in fig.axes) == 2 * pooled["topic"].nunique() - 2  # rows x topics, no "all"
+    plt.close(fig)
+
+
 def by_snapshot(kl=True):
     """M(t) and KL at 3 snapshots of two algorithms on one preference set, pooled and per seed."""
     rows = []

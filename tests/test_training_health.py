@@ -197,6 +197,20 @@ def test_the_figure_dashes_and_names_the_runs_that_did_not_train():
     assert any(line.get_marker() == "x" for line in dpo.get_lines())
 
 
+def test_runs_of_two_models_are_told_apart_and_an_empty_log_is_named():
+    """External runs: one model per run, and checkpoints may come without a logged curve."""
+    rng = np.random.default_rng(5)
+    runs = [tags("dpo"), {**tags("dpo"), "model": "other"}]
+    states = [state(np.linspace(0, 0.5, 20) + rng.normal(0, 0.05, 20), "rewards/margins"), {"log_history": []}]
+    table, summary = th.health_tables(states, runs)
+    assert summary["trained"].tolist()[0] is True and pd.isna(summary["trained"].iloc[1])
+    fig = th.plot_training_health(table, summary)
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["other: dpo (SFT s)", "tiny: dpo (SFT s)"]
+    assert "objective not logged: other, dpo, SFT s, seed 0" in " ".join(t.get_text() for t in ax.texts)
+    assert len([line for line in ax.get_lines() if len(line.get_xdata()) == 51]) == 0  # no mean across models
+
+
 def test_a_real_dpo_run_trains_and_one_that_cannot_move_does_not(tiny, tmp_path):
     """Two brief real DPO trainings on the tiny world: a learning rate that moves the margins, and
     one too small to change a float32 weight."""

@@ -1,5 +1,6 @@
 # Config validation, the run grid and the small input functions every rule file uses.
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from valuedrift.behaviour.judges import TRAINED
 from valuedrift import grid
 from valuedrift.config import (chosen_stance, dictionary_settings, feature_run, probe_pairs_spec,
                                representation_run, validate_config)
+from valuedrift.training.external import checkpoint_folders
 from valuedrift.training.trainers import ALGORITHMS
 
 validate_config(config)
@@ -38,11 +40,18 @@ def as_json(value):
 
 
 SKIPPED_SFT = grid.skipped_sft(config)
+# runs trained elsewhere, by folder: their checkpoints become the snapshots (external.smk)
+EXTERNAL_RUNS = {run.path: run.external for run in grid.external_runs(config)}
 
 
 def runs():
     """The folders of every probed run (see valuedrift.grid.Run)."""
     return [run.path for run in grid.runs(config)]
+
+
+def external_checkpoints(name):
+    """The checkpoint folders an `external_runs` entry names (the import skips incomplete ones)."""
+    return [str(folder) for folder in checkpoint_folders(config["external_runs"][name])]
 
 
 def run_of(wildcards):
@@ -126,7 +135,8 @@ def resources_of(kind, wildcards=None):
     base = config["resources"][kind]
     if wildcards is None or "model" not in wildcards.keys():
         return base
-    return {**base, **config["models"][wildcards.model].get("resources", {}).get(kind, {})}
+    # a model label of an external run has no entry in `models`
+    return {**base, **config["models"].get(wildcards.model, {}).get("resources", {}).get(kind, {})}
 
 
 def job_resources(kind):

@@ -26,6 +26,7 @@ COMMANDS = {
     "judge-report": "valuedrift.analysis.judge_report",
     "train": "valuedrift.training.train",
     "publish-start": "valuedrift.training.start",
+    "import-checkpoints": "valuedrift.training.external",
     "generate": "valuedrift.behaviour.generate",
     "judge": "valuedrift.behaviour.judge",
     "aggregate": "valuedrift.analysis.aggregate",

@@ -157,7 +157,7 @@ def cross_check(config: dict) -> list[str]:
                 problems.append(f"config key grid.{section}: {name!r} is not defined under `{section}` — "
                                 f"define it there or remove it from the grid")
     for section, names in config["filter"].items():
-        unknown = sorted(set(names) - set(grid[section]))
+        unknown = sorted(set(names) - set(grid[section]) - _external_labels(config, section))
         if unknown:
             problems.append(f"config key filter.{section}: {', '.join(map(repr, unknown))} not in grid.{section} — "
                             "a filter can only narrow the grid")
@@ -174,6 +174,7 @@ def cross_check(config: dict) -> list[str]:
         if unknown:
             problems.append(f"config key {section}.preference_datasets: {', '.join(map(repr, unknown))} not defined "
                             "under `preference_datasets` — name sets of the grid, or null for every set")
+    problems += _check_external(config)
     problems += _check_datasets(config) + _check_judges(config) + _check_builders(config)
     problems += _check_variants(config) + _check_derived(config) + _check_snapshots(config)
     problems += _check_trainers(config) + _check_paths(config) + _check_world(config)
@@ -189,6 +190,52 @@ def cross_check(config: dict) -> list[str]:
 
 
 def _method(config: dict, variant: str) -> str:
+def _external_labels(config: dict, section: str) -> set:
+    """The labels external runs give a grid axis (a filter may name them too)."""
+    from valuedrift.grid import EXTERNAL_AXES, external_run
+
+    return {getattr(external_run(name, spec), EXTERNAL_AXES[section])
+            for name, spec in (config.get("external_runs") or {}).items()}
+
+
+def _check_external(config: dict) -> list[str]:
+    """External runs: labels a run of the grid can carry, one folder each, checkpoints that exist."""
+    from valuedrift import grid
+    from valuedrift.training.external import checkpoint_folders
+
+    entries = config.get("external_runs") or {}
+    if not config["grid"]["models"] and not entries:
+        return ["config key grid.models: empty and no external_runs — name a model to train, or give runs trained "
+                "elsewhere under external_runs"]
+    problems, paths = [], {run.path for run in grid.runs({**config, "external_runs": None})}
+    for name, spec in entries.items():
+        key, run = f"config key external_runs.{name}", grid.external_run(name, spec)
+        if run.algorithm != "sft" and run.algorithm not in config["algorithms"]:
+            problems.append(f"{key}.algorithm: {run.algorithm!r} is neither sft nor an entry of `algorithms` — "
+                            "name the algorithm that trained it (dpo, kto, ...)")
+        if (run.algorithm == "sft") == bool(run.pref_data):
+            problems.append(f"{key}.pref_data: " + ("an SFT run has no preference set — remove it" if run.pref_data
+                            else "a preference run needs one — name the set it trained on (any label)"))
+        if run.path in paths:
+            problems.append(f"{key}: its labels give the folder {run.path}, which another run already has — "
+                            "change its model, seed or set labels")
+        paths.add(run.path)
+        folders = checkpoint_folders(spec)
+        absent = [str(f) for f in folders if not f.is_dir()]
+        if not folders or absent:
+            problems.append(f"{key}.checkpoints: {', '.join(absent) or spec['checkpoints']!r} "
+                            f"{'do not exist' if absent else 'matches no folder'} — give existing checkpoint folders "
+                            "(a glob such as runs/dpo/checkpoint-*, or a list)")
+    return problems
+
+
+def _check_tracking(config: dict) -> list[str]:
+    """A tracking backend that is not installed (the schema names unknown ones)."""
+    from valuedrift.training.tracking import config_problems
+
+    return config_problems(config)
+
+
     entry = config["algorithms"].get(variant) or {}
     return entry.get("algorithm", variant)
 
@@ -265,15 +312,17 @@ def _selected(spec: dict, run) -> bool:
 
 
 def representation_run(config: dict, run) -> bool:
-    """Is this run's representation probed (`representation.seeds`, `.preference_datasets`)?"""
-    return _selected(config["representation"], run)
+    """Is this run's representation probed (`representation.seeds`, `.preference_datasets`)? A run
+    trained elsewhere always is: it was named to be probed."""
+    return bool(run.external) or _selected(config["representation"], run)
 
 
 def feature_run(config: dict, run) -> bool:
     """Does this run get sparse dictionaries (SAE, crosscoder)? Preference runs of the seeds and
     preference sets `dictionaries` names (null: every one); none where `dictionaries` is null."""
     spec = config.get("dictionaries")
-    return bool(spec) and run.phase == "preference" and representation_run(config, run) and _selected(spec, run)
+    return (bool(spec) and run.phase == "preference" and representation_run(config, run)
+            and (bool(run.external) or _selected(spec, run)))
 
 
 def dictionary_settings(config: dict) -> dict:
@@ -459,6 +508,10 @@ def _paths(config: dict):
         if spec.get("encoder") and spec["encoder"] not in config["models"]:
             yield f"judges.{name}.encoder", spec["encoder"], FOLDER
     llms = [(f"judges.{name}", spec) for name, spec in config["judges"].items()]
+    for name, spec in (config.get("external_runs") or {}).items():
+        for field in ("start", "base"):
+            if spec.get(field):
+                yield f"external_runs.{name}.{field}", spec[field], FOLDER
     llms += [("eval_prompts.vprism.rephraser", vprism.get("rephraser")),
              ("value_gap_builder.generator", (config.get("value_gap_builder") or {}).get("generator"))]
     yield from ((f"{key}.model", spec["model"], FOLDER) for key, spec in llms if spec and spec["kind"] == "local_llm")

@@ -18,7 +18,7 @@ name) is the method, the TRL trainer it runs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from valuedrift.training.trainers import ALGORITHMS
 
@@ -32,6 +32,8 @@ class Run:
     sft_data: str
     algorithm: str = "sft"       # "sft", "reward", or a variant name of `algorithms`
     pref_data: str = ""
+    # the entry of `external_runs` whose checkpoints this run's snapshots are ("": trained here)
+    external: str = field(default="", compare=False)
 
     @property
     def phase(self) -> str:
@@ -102,7 +104,8 @@ def sft_runs(config: dict) -> list[Run]:
 
 
 def runs(config: dict) -> list[Run]:
-    """Every probed run: SFT runs (but skipped ones), then the preference runs from each."""
+    """Every probed run: SFT runs (but skipped ones), then the preference runs from each, then
+    the runs trained elsewhere (`external_runs`)."""
     axes, skipped = grid(config), skipped_sft(config)
     out = []
     for sft in sft_runs(config):
@@ -110,6 +113,28 @@ def runs(config: dict) -> list[Run]:
             out.append(sft)
         out += [Run(sft.model, sft.seed, sft.sft_data, a, p)
                 for a in axes["algorithms"] for p in axes["preference_datasets"]]
+    return out + external_runs(config)
+
+
+EXTERNAL_AXES = {"models": "model", "seeds": "seed", "sft_datasets": "sft_data", "algorithms": "algorithm",
+                 "preference_datasets": "pref_data"}
+
+
+def external_run(name: str, spec: dict) -> Run:
+    """The run an `external_runs` entry stands for: its labels (the entry's name is its model unless
+    it names one), so its rows sit beside the grid's in every table and figure."""
+    return Run(spec.get("model", name), spec.get("seed", 0), spec.get("sft_data", "none"),
+               spec.get("algorithm", "sft"), spec.get("pref_data", ""), external=name)
+
+
+def external_runs(config: dict) -> list[Run]:
+    """The runs of `external_runs` that pass `filter` (an empty filter list keeps every label)."""
+    out = []
+    for name, spec in (config.get("external_runs") or {}).items():
+        run = external_run(name, spec)
+        if all(not config["filter"].get(axis) or getattr(run, attr) in config["filter"][axis]
+               for axis, attr in EXTERNAL_AXES.items() if not (attr == "pref_data" and run.phase == "sft")):
+            out.append(run)
     return out
 
 

@@ -423,20 +423,44 @@ def add_answers(plan: Plan, config: dict, model: str, n: float, tokens: float) -
         decoding(tokens, n, batch, dtype, kv_cache(plan, config, model), behaviour["max_new_tokens"]))
 
 
+def with_external_models(config: dict) -> dict:
+    """The config with each external run's model label as an entry of `models` whose path is a
+    folder that has its config: the start, the adapters' base, or the first checkpoint."""
+    from valuedrift import grid
+    from valuedrift.training.external import checkpoint_folders
+
+    models = dict(config["models"])
+    for run in grid.external_runs(config):
+        spec = config["external_runs"][run.external]
+        first = next(iter(checkpoint_folders(spec)), None)
+        adapter = first / "adapter_config.json" if first else None
+        base = spec.get("base") or (json.loads(adapter.read_text())["base_model_name_or_path"]
+                                    if adapter and adapter.is_file() else None)
+        models.setdefault(run.model, {"path": str(spec.get("start") or base or first)})
+    return {**config, "models": models}
+
+
 def estimate(config: dict) -> Plan:
     from valuedrift import grid
     from valuedrift.config import feature_run
 
+    config = with_external_models(config)
     plan = Plan({s.name: s for s in (Stage("SFT", "train"), Stage("reward models", "train"),
                                       Stage("preference", "train"), Stage("generate", "generate"),
                                       Stage("judge", "forward"), Stage("hidden states", "forward"),
                                       Stage("dictionaries", "train"), Stage("other", "none"))})
-    sizes = {m: parameter_count(m, config["models"][m], plan.notes) for m in grid.grid(config)["models"]}
+    models = {run.model for run in grid.runs(config)}
+    sizes = {m: parameter_count(m, config["models"][m], plan.notes) for m in models}
     judges = {name: config["judges"][name] for name in probe_judges(config)}
     judge_sizes = {name: parameter_count(name, {"path": j["model"]}, plan.notes)
                    for name, j in judges.items() if j["kind"] == "local_llm"}
     for run in grid.runs(config) + grid.reward_models(config):
-        add_phase(plan, config, run, sizes[run.model])
+        if run.external:  # trained elsewhere: its checkpoints are linked as snapshots, not copied
+            plan.snapshots += len(grid.snapshot_fractions(config)) + 1
+            plan.notes.append(f"external run {run.external}: its checkpoints become snapshots as links (no copy, "
+                              "no training); DeepSpeed ZeRO checkpoints are converted, one fp32 copy each")
+        else:
+            add_phase(plan, config, run, sizes[run.model])
     for model in (run.model for run in grid.runs(config)):
         add_probes(plan, config, model, sizes[model], judge_sizes)
     for run in (run for run in grid.runs(config) if feature_run(config, run)):

@@ -112,10 +112,28 @@ def _trajectory_caption(dist, seeds) -> str:
     return f"shaded: {interval_caption(dist)}" + ("; thin lines: single training seeds" if seeds is not None else "")
 
 
-def _panel_rows(table, sft_data: str, algorithm: str):
+def _panel_rows(table, model: str, sft_data: str, algorithm: str):
     if table is None:
         return None
-    return table[(table["sft_data"] == sft_data) & ((table["phase"] == "sft") | (table["algorithm"] == algorithm))]
+    return table[(table["model"] == model) & (table["sft_data"] == sft_data)
+                 & ((table["phase"] == "sft") | (table["algorithm"] == algorithm))]
+
+
+def _panels(d) -> list[tuple[str, str, str]]:
+    """(model, SFT set, algorithm) of every panel: each model's SFT sets x the algorithms run after
+    them (a model of SFT runs only: one panel per SFT set)."""
+    out = []
+    for model, sft_data in sorted({tuple(r) for r in d[["model", "sft_data"]].itertuples(index=False)}):
+        rows = d[(d["model"] == model) & (d["sft_data"] == sft_data)]
+        out += [(model, sft_data, a) for a in sorted(rows.loc[rows["phase"] == "preference", "algorithm"].unique())
+                or ["sft"]]
+    return out
+
+
+def _panel_title(d, model: str, sft_data: str, algorithm: str) -> str:
+    """The panel's SFT set and algorithm, and its model where the figure shows several."""
+    title = f"SFT on {sft_data}" + (f", then {algorithm.upper()}" if algorithm != "sft" else "")
+    return f"{model}: {title}" if d["model"].nunique() > 1 else title
 
 
 def plot_trajectories(dist, topic: str = "all", max_columns: int = 3, by_seed=None):
@@ -128,16 +146,15 @@ def plot_trajectories(dist, topic: str = "all", max_columns: int = 3, by_seed=No
 
     d = dist[dist["topic"] == topic]
     seeds = by_seed[by_seed["topic"] == topic] if by_seed is not None else None
-    algorithms = sorted(d.loc[d["phase"] == "preference", "algorithm"].unique()) or ["sft"]
-    panels = [(s, a) for s in sorted(d["sft_data"].unique()) for a in algorithms]
+    panels = _panels(d)
     pref_sets = sorted(p for p in d["pref_data"].unique() if p)
     ncols = min(max_columns, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.4), squeeze=False, sharey=True,
                              layout="constrained")
-    for ax, (sft_data, algorithm) in zip(axes.flat, panels):
-        _draw_panel(ax, _panel_rows(d, sft_data, algorithm), pref_sets, _panel_rows(seeds, sft_data, algorithm))
-        ax.set_title(f"SFT on {sft_data}" + (f", then {algorithm.upper()}" if algorithm != "sft" else ""), fontsize=10)
+    for ax, panel in zip(axes.flat, panels):
+        _draw_panel(ax, _panel_rows(d, *panel), pref_sets, _panel_rows(seeds, *panel))
+        ax.set_title(_panel_title(d, *panel), fontsize=10)
         ax.set_xlabel("progress (SFT 0-1, preference 1-2)")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
@@ -154,18 +171,19 @@ def plot_trajectories_by_topic(dist, by_seed=None):
 
     topics = sorted(t for t in dist["topic"].unique() if t != "all")
     pref_sets = sorted(p for p in dist["pref_data"].unique() if p)
-    rows = sorted({(s, a) for s, a in dist.loc[dist["phase"] == "preference", ["sft_data", "algorithm"]]
-                   .itertuples(index=False)}) or [(s, "sft") for s in sorted(dist["sft_data"].unique())]
+    rows = _panels(dist)
     fig, axes = plt.subplots(len(rows), len(topics), figsize=(2.1 * len(topics), 2.2 * len(rows) + 0.4),
                              squeeze=False, sharex=True, sharey=True, layout="constrained")
-    for r, (sft_data, algorithm) in enumerate(rows):
+    for r, (model, sft_data, algorithm) in enumerate(rows):
         for c, topic in enumerate(topics):
-            d = _panel_rows(dist[dist["topic"] == topic], sft_data, algorithm)
-            seeds = None if by_seed is None else _panel_rows(by_seed[by_seed["topic"] == topic], sft_data, algorithm)
+            d = _panel_rows(dist[dist["topic"] == topic], model, sft_data, algorithm)
+            seeds = None if by_seed is None else _panel_rows(by_seed[by_seed["topic"] == topic], model, sft_data,
+                                                             algorithm)
             _draw_panel(axes[r, c], d, pref_sets, seeds)
             if r == 0:
                 axes[r, c].set_title(topic.replace("_", " "), fontsize=9)
-        axes[r, 0].set_ylabel(f"{sft_data}\n{algorithm.upper()}", fontsize=8)
+        head = f"{model}\n" if dist["model"].nunique() > 1 else ""
+        axes[r, 0].set_ylabel(f"{head}{sft_data}\n{algorithm.upper()}", fontsize=8)
     caption(fig, _trajectory_caption(dist[dist["topic"] != "all"], by_seed), legend=True)
     _legend(fig, pref_sets, by_seed is not None)
     return fig

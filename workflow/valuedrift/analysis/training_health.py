@@ -237,12 +237,14 @@ def health_tables(states: list[dict], tags: list[dict]):
         summary.append(summary_row(t, curves))
     summary = pd.DataFrame(summary)
     summary["trained"] = summary["trained"].astype("boolean")  # empty where there was no telling
-    return pd.concat(table, ignore_index=True), summary
+    # a run with nothing logged adds no rows, but would leave the numbers typed as objects
+    table = pd.concat(table, ignore_index=True).astype({"step": float, "fraction": float, "value": float})
+    return table, summary
 
 
-def _label(run) -> str:
-    parts = [run["algorithm"], f"SFT {run['sft_data']}" if run["phase"] != "sft" else run["sft_data"],
-             f"seed {run['seed']}"]
+def _label(run, model: bool = False) -> str:
+    parts = [run["model"] if model else "", run["algorithm"],
+             f"SFT {run['sft_data']}" if run["phase"] != "sft" else run["sft_data"], f"seed {run['seed']}"]
     return ", ".join(str(p) for p in parts if p not in ("", None))
 
 
@@ -282,11 +284,11 @@ def _draw_mean(ax, seeds, color, all_trained: bool) -> None:
         ax.plot(grid, mean, color=color, linewidth=2, linestyle="-" if all_trained else "--")
 
 
-def _flag(run) -> str:
+def _flag(run, model: bool = False) -> str:
     if run["verdict"] is None:
-        return f"{'too few steps' if run['n_points'] else 'objective not logged'}: {_label(run)}"
+        return f"{'too few steps' if run['n_points'] else 'objective not logged'}: {_label(run, model)}"
     broken = run["n_points"] > 0 and math.isnan(run["early"])  # judged on NaN/inf values
-    return f"not trained{' (NaN)' if broken else ''}: {_label(run)}"
+    return f"not trained{' (NaN)' if broken else ''}: {_label(run, model)}"
 
 
 def _draw_panel(ax, curves, runs) -> None:
@@ -297,18 +299,19 @@ def _draw_panel(ax, curves, runs) -> None:
 
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     keys = _run_key(curves)
-    groups = list(dict.fromkeys(zip(runs["method"], runs["algorithm"], runs["sft_data"])))
+    groups = list(dict.fromkeys(zip(runs["model"], runs["method"], runs["algorithm"], runs["sft_data"])))
+    models = len({g[0] for g in groups}) > 1
     handles, flagged = [], []
-    for i, (method, algorithm, sft_data) in enumerate(groups):
+    for i, (model, method, algorithm, sft_data) in enumerate(groups):
         color = colors[i % len(colors)]
-        group = runs[(runs["algorithm"] == algorithm) & (runs["sft_data"] == sft_data)]
+        group = runs[(runs["model"] == model) & (runs["algorithm"] == algorithm) & (runs["sft_data"] == sft_data)]
         seeds = [curves[keys == run["key"]].sort_values("step") for _, run in group.iterrows()]
         for (_, run), d in zip(group.iterrows(), seeds):
             _draw_run(ax, d, color, run["verdict"], alone=len(group) == 1)
         if len(group) > 1:
             _draw_mean(ax, seeds, color, all(v is True for v in group["verdict"]))
-        flagged += [_flag(run) for _, run in group.iterrows() if run["verdict"] is not True]
-        label = sft_data if method == "sft" else f"{algorithm} (SFT {sft_data})"
+        flagged += [_flag(run, models) for _, run in group.iterrows() if run["verdict"] is not True]
+        label = (f"{model}: " if models else "") + (sft_data if method == "sft" else f"{algorithm} (SFT {sft_data})")
         handles.append(Line2D([], [], color=color, label=label))
     if flagged:
         # under the x label, where no curve runs

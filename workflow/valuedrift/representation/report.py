@@ -39,13 +39,19 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     return parser
 
 
-def run_label(row) -> str:
-    return "SFT" if row["phase"] == "sft" else f"{row['algorithm']} / {row['pref_data']}"
+def run_label(row, prefix: tuple[str, ...] = ()) -> str:
+    """A run's row label; `prefix` names the identifiers that differ between the table's runs
+    (model, SFT set), which must then be part of the label to tell the runs apart."""
+    head = " ".join(str(row[key]) for key in prefix)
+    own = "SFT" if row["phase"] == "sft" else f"{row['algorithm']} / {row['pref_data']}"
+    return f"{head}: {own}" if head else own
 
 
 def _ordered_runs(d):
-    d = d.assign(run=d.apply(run_label, axis=1))
-    order = d.sort_values(["phase", "pref_data", "algorithm"], ascending=[False, True, True])["run"]
+    prefix = tuple(key for key in ("model", "sft_data") if d[key].nunique() > 1)
+    d = d.assign(run=d.apply(run_label, axis=1, prefix=prefix))
+    order = d.sort_values([*prefix, "phase", "pref_data", "algorithm"],
+                          ascending=[True] * len(prefix) + [False, True, True])["run"]
     return d, list(dict.fromkeys(order))
 
 
