@@ -1,6 +1,10 @@
 # Training phases. Each writes K+1 probe snapshot folders at fixed fractions of the phase (k=0 is
 # its starting model), stored as `storage` says. Every phase of a replicate trains with its seed
-# (`grid.seeds`); the top-level `seed` draws the data, never the training.
+# (`grid.seeds`); the top-level `seed` draws the data, never the training. Every phase logs its
+# curves as `tracking` says, named by its run's grid path (valuedrift.grid.Run.path).
+
+# absent: the defaults (TensorBoard); null: off
+TRACKING = as_json(config.get("tracking", {}))
 
 
 rule train_sft:
@@ -13,6 +17,8 @@ rule train_sft:
     params:
         start=start_model,
         run_dir=f"{R}/{{model}}/seed-{{seed}}/sft-{{sft_data}}",
+        run_name="{model}/seed-{seed}/sft-{sft_data}",
+        tracking=TRACKING,
         settings=as_json(config["sft"]),
         fractions=as_json(FRACTIONS),
         snapshot_dtype=config["storage"]["snapshot_dtype"],
@@ -29,7 +35,7 @@ rule train_sft:
     shell:
         "{params.launch} train --algorithm sft --model {params.start:q} --data {input.data:q} "
         "--run-dir {params.run_dir:q} --fractions {params.fractions:q} --snapshot-dtype {params.snapshot_dtype:q} --settings {params.settings:q} "
-        "--seed {wildcards.seed:q} --threads {threads:q} > {log:q} 2>&1"
+        "--tracking {params.tracking:q} --run-name {params.run_name:q} --seed {wildcards.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule train_reward_model:
@@ -41,6 +47,8 @@ rule train_reward_model:
         state=f"{R}/{{model}}/seed-{{seed}}/sft-{{sft_data}}/reward-{{pref_data}}/trainer_state.json",
     params:
         run_dir=f"{R}/{{model}}/seed-{{seed}}/sft-{{sft_data}}/reward-{{pref_data}}",
+        run_name="{model}/seed-{seed}/sft-{sft_data}/reward-{pref_data}",
+        tracking=TRACKING,
         settings=as_json(config["reward_model"]),
         fractions=as_json(FRACTIONS),
         snapshot_dtype=config["storage"]["snapshot_dtype"],
@@ -57,7 +65,7 @@ rule train_reward_model:
     shell:
         "{params.launch} train --algorithm reward --model {input.start:q} --data {input.data:q} "
         "--run-dir {params.run_dir:q} --fractions {params.fractions:q} --snapshot-dtype {params.snapshot_dtype:q} --settings {params.settings:q} "
-        "--seed {wildcards.seed:q} --threads {threads:q} > {log:q} 2>&1"
+        "--tracking {params.tracking:q} --run-name {params.run_name:q} --seed {wildcards.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule train_preference:
@@ -70,6 +78,8 @@ rule train_preference:
         state=f"{R}/{{model}}/seed-{{seed}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}/trainer_state.json",
     params:
         run_dir=f"{R}/{{model}}/seed-{{seed}}/sft-{{sft_data}}/{{algorithm}}-{{pref_data}}",
+        run_name="{model}/seed-{seed}/sft-{sft_data}/{algorithm}-{pref_data}",
+        tracking=TRACKING,
         method=method_of,
         settings=lambda w: as_json(grid.trainer_settings(config, w.algorithm)),
         reward=reward_args,
@@ -89,7 +99,8 @@ rule train_preference:
     shell:
         "{params.launch} train --algorithm {params.method:q} --model {input.start:q} --data {input.data:q} "
         "--run-dir {params.run_dir:q} --fractions {params.fractions:q} --snapshot-dtype {params.snapshot_dtype:q} --settings {params.settings:q} "
-        "{params.reward} --lora {params.lora:q} --seed {wildcards.seed:q} --threads {threads:q} > {log:q} 2>&1"
+        "{params.reward} --lora {params.lora:q} --tracking {params.tracking:q} --run-name {params.run_name:q} "
+        "--seed {wildcards.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 if SKIPPED_SFT:

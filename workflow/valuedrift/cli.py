@@ -43,6 +43,8 @@ COMMANDS = {
 
 # set to 1 where the command line is out of reach (a Snakemake rule's shell command)
 DEBUG_ENV = "VALUEDRIFT_DEBUG"
+# seconds between a progress bar's redraws where stderr is a file (a job's log), not a terminal
+LOG_PROGRESS_INTERVAL = 10
 
 
 def _env_flag(name: str) -> bool:
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if not sys.stderr.isatty():
+        # a job's log file keeps every redraw of a progress bar: one every few seconds, not ten a
+        # second (tqdm reads this when first imported, later, as a stage loads its libraries)
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOG_PROGRESS_INTERVAL))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser, modules = make_parser()
     args = parser.parse_args(argv)

@@ -178,6 +178,7 @@ def cross_check(config: dict) -> list[str]:
     problems += _check_datasets(config) + _check_judges(config) + _check_builders(config)
     problems += _check_variants(config) + _check_derived(config) + _check_snapshots(config)
     problems += _check_trainers(config) + _check_paths(config) + _check_world(config)
+    problems += _check_tracking(config)
     if config["deepspeed"] and not Path(config["deepspeed"]).is_file():
         problems.append(f"config key deepspeed: {config['deepspeed']!r} does not exist — give the path of a "
                         "DeepSpeed JSON (workflow/deepspeed/zero2.json or zero3.json) or null")
@@ -189,7 +190,6 @@ def cross_check(config: dict) -> list[str]:
     return problems
 
 
-def _method(config: dict, variant: str) -> str:
 def _external_labels(config: dict, section: str) -> set:
     """The labels external runs give a grid axis (a filter may name them too)."""
     from valuedrift.grid import EXTERNAL_AXES, external_run
@@ -236,6 +236,7 @@ def _check_tracking(config: dict) -> list[str]:
     return config_problems(config)
 
 
+def _method(config: dict, variant: str) -> str:
     entry = config["algorithms"].get(variant) or {}
     return entry.get("algorithm", variant)
 
@@ -413,7 +414,11 @@ def _check_builders(config: dict) -> list[str]:
 
 # what valuedrift passes to TRL and peft itself (trainers.make_config, make_trainer); the same key
 # from the config would be a second value for one argument
-SET_HERE = {"output_dir": "each phase's own folder", "seed": "from the top-level `seed`"}
+SET_HERE = {"output_dir": "each phase's own folder", "seed": "from the top-level `seed`",
+            # refused rather than let win: a phase logging elsewhere would drop out of the side-by-side
+            # view of the grid (valuedrift.training.tracking)
+            "report_to": "from `tracking.report_to`, one choice for every phase; set it there",
+            "run_name": "the run's grid path", "project": "from `tracking.project`"}
 LORA_SET_HERE = {"task_type": "CAUSAL_LM"}
 LIBRARY = {"trl": "TRL", "peft": "peft"}
 
@@ -503,15 +508,15 @@ def _paths(config: dict):
     sources += [(f"probe_pairs.{name}.hub", spec.get("hub")) for name, spec in config["probe_pairs"].items()]
     sources += [("eval_prompts.vprism.prism", vprism.get("prism"))]
     yield from ((f"{key}.path", source["path"], DATA) for key, source in sources if source)
+    for name, spec in (config.get("external_runs") or {}).items():
+        for field in ("start", "base"):
+            if spec.get(field):
+                yield f"external_runs.{name}.{field}", spec[field], FOLDER
     for name, spec in config["judges"].items():
         # a model of `models` as encoder is resolved by the workflow (a miniature one is built there)
         if spec.get("encoder") and spec["encoder"] not in config["models"]:
             yield f"judges.{name}.encoder", spec["encoder"], FOLDER
     llms = [(f"judges.{name}", spec) for name, spec in config["judges"].items()]
-    for name, spec in (config.get("external_runs") or {}).items():
-        for field in ("start", "base"):
-            if spec.get(field):
-                yield f"external_runs.{name}.{field}", spec[field], FOLDER
     llms += [("eval_prompts.vprism.rephraser", vprism.get("rephraser")),
              ("value_gap_builder.generator", (config.get("value_gap_builder") or {}).get("generator"))]
     yield from ((f"{key}.model", spec["model"], FOLDER) for key, spec in llms if spec and spec["kind"] == "local_llm")

@@ -114,6 +114,7 @@ def sample_answers(model, tokenizer, questions: list[str], settings: GenerationS
     import torch
 
     from valuedrift.llm.local import stop_token_ids
+    from valuedrift.progress import batches
 
     n = settings.samples_per_question
     prompts = render_prompts(tokenizer, questions)
@@ -121,7 +122,7 @@ def sample_answers(model, tokenizer, questions: list[str], settings: GenerationS
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lengths.__getitem__)  # similar lengths share a batch
     per_batch = max(1, settings.batch_size // n)
-    for start in range(0, len(order), per_batch):
+    for start in batches(range(0, len(order), per_batch), "generate"):
         idx = order[start:start + per_batch]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
@@ -325,6 +326,7 @@ def main(args: argparse.Namespace) -> None:
     generator = (VllmEngine if settings.backend == "vllm" else HfGenerator)(settings, args.seed)
     judging = local_judging(judges, stances)
     for i, (model, output) in enumerate(zip(args.model, args.output), start=1):
+        log.info("snapshot %d/%d: %s", i, len(args.model), model)  # its bar of batches follows
         t0 = time.perf_counter()
         rows = generation_rows(generator, model, prompts, base)
         write_jsonl(output, rows)

@@ -40,12 +40,13 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     from valuedrift.behaviour.judges import judge_from_args, load_judge
+    from valuedrift.progress import items
 
     specs = args.judges or [None]
     for spec, outputs in zip(specs, outputs_by_judge(len(specs), args.generations, args.output, "--output")):
         judge = judge_from_args(args) if spec is None else load_judge(spec["name"], spec["settings"],
                                                                       spec.get("model_dir"))
-        for generations, output in zip(args.generations, outputs):
+        for generations, output in items(zip(args.generations, outputs), f"judge {judge.name}", unit="file"):
             judge_file(judge, generations, output)
 
 

@@ -70,11 +70,16 @@ def probe_sets(specs: list[str]) -> dict[str, Path]:
 
 def extract_run(run_dir: Path, k_max: int, pairs: dict[str, list[dict]], settings, scratch: Path):
     """{k: {set: (states by (side, pooling), logprobs)}}, and {set: answer token lengths}."""
+    from transformers.utils import logging as transformers_logging
+
     from valuedrift.behaviour.generate import load_for_inference
+    from valuedrift.progress import items
     from valuedrift.representation.hidden import answer_lengths, extract
 
+    # snapshots load inside the bar over snapshots: their own loading bars would break into it
+    transformers_logging.disable_progress_bar()
     states, lengths = {}, {}
-    for k in range(k_max + 1):
+    for k in items(range(k_max + 1), "hidden states"):
         t0 = time.perf_counter()
         model, tokenizer = load_for_inference(str(run_dir / "snapshots" / str(k)), settings.dtype)
         states[k] = {}

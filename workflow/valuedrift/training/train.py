@@ -52,6 +52,12 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--judge-model", default=None, help="the judge's model folder, with --judge-reward")
     parser.add_argument("--lora", default="null",
                         help="JSON: peft LoraConfig fields to train adapters instead of all weights; null = full")
+    parser.add_argument("--tracking", default="null",
+                        help="JSON: the config's `tracking` section (report_to, dir, project; {} for its defaults); "
+                             "null: no tracking")
+    parser.add_argument("--run-name", default=None,
+                        help="the run's name in the trackers (the workflow gives its grid path); default: the run "
+                             "folder's name")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     return parser
@@ -220,8 +226,10 @@ def main(args: argparse.Namespace) -> None:
     import torch
     from accelerate import PartialState
     from transformers import set_seed
+    from transformers.utils import logging as transformers_logging
 
     from valuedrift.io import atomic_path
+    from valuedrift.training import tracking as tracker
     from valuedrift.training.data import load_training_data
     from valuedrift.training.snapshots import SnapshotCallback
     from valuedrift.training.trainers import make_config, make_trainer, spec
@@ -232,6 +240,9 @@ def main(args: argparse.Namespace) -> None:
     work = run_dir / ".train"
     # resume checkpoints are written at every snapshot (see SnapshotCallback); keep only the last
     settings = {"save_total_limit": 1, **json.loads(args.settings)}
+    # checked before anything loads: a backend that is not installed stops the job at once
+    tracking, run_name = tracker.parse(args.tracking), args.run_name or run_dir.name
+    settings.update(tracker.trainer_fields(tracking, run_name, settings))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # several CPU processes (tests, laptops) talk over gloo; without it DeepSpeed's batch-size
         # check fails on a world size it does not see
@@ -247,6 +258,12 @@ def main(args: argparse.Namespace) -> None:
         if state.is_main_process:
             prepare_work_dir(work, config_hash, algo.resumable)
         resume = last_complete_checkpoint(work)
+    if tracking:
+        tracker.prepare_environment(tracking, run_name)
+        log.info("tracking %s as %s (TensorBoard: %s)", ", ".join(tracking.backends), run_name,
+                 tracking.log_dir(run_name))
+        if state.is_main_process and not resume:
+            tracker.clear_stale_events(tracking, run_name)
 
     # seeded before loading: a reward model's (and value model's) new score head is initialised at
     # load time, before the trainer seeds anything, and unseeded it made every PPO and GRPO run
@@ -267,6 +284,9 @@ def main(args: argparse.Namespace) -> None:
     check_rows_kept(trainer, len(dataset), settings)
     log.info("%s on %s: %d rows, %s", args.algorithm, args.data, len(dataset),
              f"resuming from the last checkpoint ({resume.name})" if resume else "starting")
+    # snapshots are saved while the training bar is drawn: their own bars ("Writing model shards")
+    # would break into it in the log
+    transformers_logging.disable_progress_bar()
     if resume:
         trainer.train(resume_from_checkpoint=str(resume))
     else:

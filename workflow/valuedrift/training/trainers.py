@@ -58,12 +58,14 @@ PREFERENCE_ALGORITHMS = tuple(a for a in ALGORITHMS if a not in ("sft", "reward"
 # TRL defaults to bf16 and gradient checkpointing; we turn bf16 on only where a GPU has it, and
 # checkpointing only when asked (it slows small models and saves nothing on them). transformers 5
 # names it `activation_checkpointing`; its old name `gradient_checkpointing` still works but warns.
+# Trackers are off here; `valuedrift train --tracking` (the config's `tracking`) turns them on.
 BASE_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "activation_checkpointing": False,
     "save_strategy": "no",
     "logging_steps": 1,  # every step: the training-health report reads the curves
-    "disable_tqdm": True,
+    # a progress bar in the job's log (stderr); valuedrift.cli keeps it from redrawing too often there
+    "disable_tqdm": False,
     "dataloader_num_workers": 0,
 }
 
