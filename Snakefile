@@ -28,6 +28,16 @@ include: "workflow/rules/representation.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    if API_CACHES:
+        shell("valuedrift cache-merge {API_CACHES:q}")
+
+
+onsuccess:
+    if API_CACHES:
+        shell("valuedrift cache-merge {API_CACHES:q}")
+
+
 # light steps run on the submitting host, never as cluster jobs (and the evaluation prompts'
 # rules in data.smk, whichever source the config picks)
 localrules:

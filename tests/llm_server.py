@@ -6,15 +6,29 @@ answer makes "support" likely, and so on), cut to the requested `top_logprobs`; 
 gets a reply that quotes its last message. The server records every request, counts how many were
 in flight at once (each takes ~50 ms so overlap shows), and fails the next ones on demand, with an
 HTTP error status (`fail_next`) or with a malformed reply (`malform_next`).
+
+It also speaks the Batch API: POST /v1/files (a multipart upload), POST /v1/batches, GET
+/v1/batches/{id}, POST /v1/batches/{id}/cancel and GET /v1/files/{id}/content. A batch's lines get
+the answers a chat-completions request with the same body gets; how the batch goes is set per
+batch by `plan_batches` (`BatchPlan`: finish after a few polls, expire part-way, fail some lines
+or the whole batch), `malform_next` malforms the next answered lines as it does online replies,
+and `hold_batches` keeps every batch in progress until released. `calls` counts the Batch API
+calls by name (files.create, batches.create, ...), as `requests` lists the chat-completions
+requests.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import itertools
 import json
 import math
+import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # first-token alternatives per stance, most likely first; spellings vary as real models' do
@@ -82,9 +96,33 @@ def spoiled(top: list[tuple[str, float]], kind: str | None) -> list[tuple[str, f
     return top
 
 
+@dataclass
+class BatchPlan:
+    """How one batch goes: `polls` status polls after its creation, it finishes; then, in input
+    order, its first `failed_lines` lines fail (with HTTP `line_status` in the error file, or with
+    an error object and no response where `line_status` is None), or it expires with only its first
+    `expire_after` lines done (the rest in the error file as batch_expired), or it fails as a whole
+    (`fail`: status failed with a validation error, no output)."""
+    polls: int = 2
+    failed_lines: int = 0
+    line_status: int | None = 500
+    expire_after: int | None = None
+    fail: bool = False
+
+
+EXPIRED = {"code": "batch_expired",
+           "message": "This request could not be executed before the completion window expired."}
+
+
 class ChatServer:
     def __init__(self):
         self.requests: list[dict] = []    # {"body", "authorization", "status", "malformed"} per request
+        self.calls: Counter = Counter()   # Batch API calls by name
+        self.batches: dict[str, dict] = {}
+        self.files: dict[str, bytes] = {}
+        self._plans: deque[BatchPlan] = deque()
+        self._hold = False
+        self._batch_ids = itertools.count(1)  # ids are not reused when a test clears `batches`
         self.in_flight = 0
         self.max_in_flight = 0
         self._failures: deque[int] = deque()
@@ -110,12 +148,28 @@ class ChatServer:
         with self._lock:
             self._malformed.extend(kinds)
 
+    def plan_batches(self, *plans: BatchPlan) -> None:
+        """The next batches created go as these plans say (later ones: `BatchPlan()`)."""
+        with self._lock:
+            self._plans.extend(plans)
+
+    def hold_batches(self, hold: bool) -> None:
+        """While held, polls do not move a batch on: it stays in progress."""
+        with self._lock:
+            self._hold = hold
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
             self.max_in_flight = 0
             self._failures.clear()
             self._malformed.clear()
+            self.calls.clear()
+            self.batches.clear()
+            self.files.clear()
+            self._plans.clear()
+            self._hold = False
+            self._batch_ids = itertools.count(1)
 
     def __enter__(self) -> "ChatServer":
         self._thread.start()
@@ -144,6 +198,105 @@ class ChatServer:
                 "choices": [] if malformed == "no_choices" else choices,
                 "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}
 
+    # -- the Batch API --------------------------------------------------------------------------
+
+    def upload(self, content_type: str, data: bytes) -> tuple[int, dict]:
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + data)
+        fields = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                  for part in form.iter_parts()}
+        if fields.get("purpose") != b"batch" or "file" not in fields:
+            return 400, {"error": {"message": "expected purpose batch and a file", "type": "invalid_request_error"}}
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = fields["file"]
+        return 200, {"id": file_id, "object": "file", "bytes": len(fields["file"]), "created_at": int(time.time()),
+                     "filename": "requests.jsonl", "purpose": "batch", "status": "processed"}
+
+    def create_batch(self, body: dict) -> tuple[int, dict]:
+        if body.get("input_file_id") not in self.files or body.get("endpoint") != "/v1/chat/completions" \
+                or body.get("completion_window") != "24h":
+            return 400, {"error": {"message": "bad batch", "type": "invalid_request_error"}}
+        lines = [json.loads(line) for line in self.files[body["input_file_id"]].decode().splitlines()]
+        batch_id = f"batch_{next(self._batch_ids)}"
+        batch = {"id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                 "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
+                 "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
+                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": None}
+        plan = self._plans.popleft() if self._plans else BatchPlan()
+        self.batches[batch_id] = {"batch": batch, "lines": lines, "plan": plan, "polls": 0, "cancel": False}
+        return 200, batch
+
+    def retrieve_batch(self, batch_id: str) -> tuple[int, dict]:
+        if batch_id not in self.batches:
+            return 404, {"error": {"message": f"no batch {batch_id}", "type": "invalid_request_error"}}
+        state = self.batches[batch_id]
+        batch, plan = state["batch"], state["plan"]
+        if batch["status"] in ("validating", "in_progress", "cancelling") and not self._hold:
+            state["polls"] += 1
+            if state["cancel"]:
+                batch["status"] = "cancelled"
+            elif state["polls"] >= plan.polls:
+                self._finish(state)
+            else:
+                batch["status"] = "in_progress"
+                batch["request_counts"]["completed"] = len(state["lines"]) * state["polls"] // plan.polls
+        return 200, batch
+
+    def cancel_batch(self, batch_id: str) -> tuple[int, dict]:
+        if batch_id not in self.batches:
+            return 404, {"error": {"message": f"no batch {batch_id}", "type": "invalid_request_error"}}
+        state = self.batches[batch_id]
+        state["cancel"] = True
+        state["batch"]["status"] = "cancelling"
+        return 200, state["batch"]
+
+    def _finish(self, state: dict) -> None:
+        batch, plan, lines = state["batch"], state["plan"], state["lines"]
+        if plan.fail:
+            batch["status"] = "failed"
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "line": 1, "param": "body",
+                                                           "message": "injected validation failure"}]}
+            return
+        done = len(lines) if plan.expire_after is None else plan.expire_after
+        output, errors = [], []
+        for i, line in enumerate(lines):
+            result = {"id": f"batch_req_{i}", "custom_id": line["custom_id"], "response": None, "error": None}
+            if i >= done:
+                errors.append({**result, "error": EXPIRED})
+            elif i < plan.failed_lines and plan.line_status is None:
+                errors.append({**result, "error": {"code": "server_error", "message": "injected line failure"}})
+            elif i < plan.failed_lines:
+                body = {"error": {"message": f"injected {plan.line_status}", "type": "server_error"}}
+                errors.append({**result, "response": {"status_code": plan.line_status, "body": body}})
+            else:  # a malformed reply (`malform_next`) goes to the next line answered, online or not
+                answer = self.answer(line["body"], self._malformed.popleft() if self._malformed else None)
+                output.append({**result, "response": {"status_code": 200, "request_id": f"req_{i}", "body": answer}})
+        batch["status"] = "completed" if plan.expire_after is None else "expired"
+        batch["output_file_id"] = self._results(output)
+        batch["error_file_id"] = self._results(errors)
+        batch["request_counts"] = {"total": len(lines), "completed": len(output), "failed": len(errors)}
+
+    def _results(self, lines: list[dict]) -> str | None:
+        if not lines:
+            return None
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        return file_id
+
+    def batch_route(self, method: str, path: str, content_type: str, data: bytes) -> tuple[str, int, object]:
+        """(call name, status, payload: a dict for JSON, bytes for a file) of a Batch API request."""
+        if (method, path) == ("POST", "/v1/files"):
+            return "files.create", *self.upload(content_type, data)
+        if (method, path) == ("POST", "/v1/batches"):
+            return "batches.create", *self.create_batch(json.loads(data))
+        if method == "GET" and (m := re.fullmatch(r"/v1/batches/([\w-]+)", path)):
+            return "batches.retrieve", *self.retrieve_batch(m[1])
+        if method == "POST" and (m := re.fullmatch(r"/v1/batches/([\w-]+)/cancel", path)):
+            return "batches.cancel", *self.cancel_batch(m[1])
+        if method == "GET" and (m := re.fullmatch(r"/v1/files/([\w-]+)/content", path)) and m[1] in self.files:
+            return "files.content", 200, self.files[m[1]]
+        return "unknown", 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error"}}
+
     def _handler(self):
         server = self
 
@@ -165,10 +318,23 @@ class ChatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self):
+                self.batch_api("GET", b"")
+
+            def batch_api(self, method: str, data: bytes):
+                with server._lock:
+                    name, status, payload = server.batch_route(method, self.path, self.headers.get("Content-Type", ""),
+                                                               data)
+                    server.calls[name] += 1
+                if isinstance(payload, bytes):
+                    return self.send_bytes(status, payload, "application/octet-stream")
+                self.send(status, payload)
+
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path != "/v1/chat/completions":
-                    return self.send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                    return self.batch_api("POST", data)
+                body = json.loads(data or b"{}")
                 with server._lock:
                     status = server._failures.popleft() if server._failures else 200
                     malformed = server._malformed.popleft() if status == 200 and server._malformed else None

@@ -18,6 +18,7 @@ from valuedrift.behaviour.judges.llm import ApiJudge
 from valuedrift.cli import main as cli
 from valuedrift.io import InputError, write_jsonl
 from valuedrift.llm.api import ApiError, ApiSettings
+from valuedrift.llm.cache import merge
 
 KEY_ENV = "VALUEDRIFT_TEST_API_KEY"
 KEY = "sk-test-secret-4f9a"
@@ -49,6 +50,10 @@ def refusal(judge, answer=ANSWERS["support"]) -> str:
 
 
 def cached_answers(path) -> list[str]:
+    """Every answer in the cache, its shards merged into the main file first."""
+    merge(path, everything=True)
+    if not path.exists():  # nothing was ever cached
+        return []
     with sqlite3.connect(path) as db:
         return [value for (value,) in db.execute("SELECT value FROM responses")]
 
@@ -93,6 +98,7 @@ def test_an_unusable_cached_answer_is_requested_again(api_judge, server, tmp_pat
     cache = tmp_path / "judge.sqlite"
     good = api_judge(cache=str(cache)).predict_proba([QUESTION], [ANSWERS["neutral"]])
     # an answer cached by a client that did not check answers
+    assert len(cached_answers(cache)) == 1
     with sqlite3.connect(cache) as db:
         db.execute("UPDATE responses SET value = ?", (json.dumps([["neutral", math.nan], ["support", -1.7]]),))
     again = api_judge(cache=str(cache)).predict_proba([QUESTION], [ANSWERS["neutral"]])

@@ -217,6 +217,18 @@ def labelled_answers():
     return config["judge"].get("labelled") or f"{R}/data/judge/test.jsonl"
 
 
+def api_caches():
+    """The response caches of every API model (judges, the V-PRISM rephraser, the value-gap generator)."""
+    vprism = config["eval_prompts"].get("vprism") or {}
+    models = [*config["judges"].values(), vprism.get("rephraser"), (config.get("value_gap_builder") or {}).get("generator")]
+    return sorted({m["cache"] for m in models if m and m["kind"] == "openai_api" and m.get("cache")})
+
+
+# each job writes its answers to a shard beside its cache (safe on NFS); finished shards are folded
+# into the cache's main file before a run starts and after it ends (valuedrift.llm.cache)
+API_CACHES = api_caches()
+
+
 JUDGE = config["judge"]["name"]
 COMPARED_JUDGES = config["judge"].get("compare") or [JUDGE]
 PROBE_JUDGES = list(dict.fromkeys([JUDGE, *COMPARED_JUDGES]))  # every judge labels every run's answers

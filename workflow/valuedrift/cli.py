@@ -29,6 +29,7 @@ COMMANDS = {
     "import-checkpoints": "valuedrift.training.external",
     "generate": "valuedrift.behaviour.generate",
     "judge": "valuedrift.behaviour.judge",
+    "cache-merge": "valuedrift.llm.cache",
     "aggregate": "valuedrift.analysis.aggregate",
     "drift": "valuedrift.analysis.drift",
     "training-health": "valuedrift.analysis.training_health",

@@ -2,8 +2,11 @@
 
 Requests run in a thread pool of `concurrency` workers; the `openai` client retries rate limits
 (429), server errors (5xx) and dropped connections with exponential backoff, up to `max_retries`
-times. With `cache` set, every answer is stored under its namespace, model, request parameters
-and messages, so a rerun sends only the requests that never got an answer.
+times. With `mode: batch` they go through the Batch API instead (`valuedrift.llm.batch`): half the
+price, answers within 24 hours. With `cache` set, every answer is stored under its namespace,
+model, request parameters and messages, so a rerun sends only the requests that never got an
+answer; both modes share the cache and read answers the same way, so a cached answer is the same
+whichever mode fetched it.
 
 The key is read only from the environment variable named by `api_key_env`, never from a file, and
 no message of this module shows it.
@@ -21,8 +24,9 @@ import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,6 +36,7 @@ from valuedrift.llm.cache import ResponseCache
 log = logging.getLogger(__name__)
 
 Messages = list[dict]
+MODES = ("online", "batch")
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -55,8 +60,22 @@ class ApiSettings:
     timeout: float = 60.0         # seconds per request attempt
     top_logprobs: int = 20        # alternatives returned for the first token of a label request
     cache: str | None = None      # SQLite file of answers; None: no cache
+    mode: str = "online"          # online: one request per answer; batch: the Batch API (needs cache)
+    batch_poll_interval: float = 60.0   # seconds between two looks at a submitted batch's status
+    batch_rounds: int = 3         # batches per request at most: the first, then again for lines that
+                                  # expired or failed
+    batch_max_requests: int = 50000     # requests per batch (OpenAI's limit)
 
     def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"ApiSettings.mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "batch" and not self.cache:
+            # the cache records the submitted batch: without it a restarted job would pay again
+            raise InputError("ApiSettings.mode batch needs `cache` (a file), where submitted batches are recorded "
+                             "so that a restarted job collects them instead of submitting them again")
+        if self.batch_poll_interval <= 0 or self.batch_rounds < 1 or self.batch_max_requests < 1:
+            raise InputError("ApiSettings.batch_poll_interval must be positive, batch_rounds and batch_max_requests "
+                             "at least 1")
         if self.concurrency < 1:
             raise InputError(f"ApiSettings.concurrency must be at least 1, got {self.concurrency}")
         if self.top_logprobs < 1:  # OpenAI allows up to 20; a vLLM server up to its --max-logprobs
@@ -167,6 +186,10 @@ _STATUS_FIX = {
 _SERVER_FIX = "the server failed every time; try again later, or raise max_retries"
 
 
+def status_fix(status: int) -> str:
+    return _STATUS_FIX.get(status, _SERVER_FIX)
+
+
 class ApiClient:
     def __init__(self, settings: ApiSettings, namespace: str = ""):
         """`namespace` separates cached answers of different callers (a judge's name and version)."""
@@ -176,8 +199,8 @@ class ApiClient:
         self.namespace = namespace
         self.cache = ResponseCache(settings.cache) if settings.cache else None
         self._key = api_key(settings)
-        self._client = OpenAI(api_key=self._key, base_url=settings.base_url,
-                              max_retries=settings.max_retries, timeout=settings.timeout)
+        self.openai = OpenAI(api_key=self._key, base_url=settings.base_url,
+                           max_retries=settings.max_retries, timeout=settings.timeout)
 
     def label_probabilities(self, prompts: list[Messages], labels: Sequence[str]) -> np.ndarray:
         """Array (n, len(labels)): the softmax over the labels of the reply's first token."""
@@ -211,71 +234,92 @@ class ApiClient:
             keys.append(ResponseCache.key(self.namespace, self.settings.model, params, messages, copy))
         return keys
 
-    def _cached(self, key: str, check: Callable[[str], object]) -> str | None:
-        """The cached answer, or None to request it. An answer cached before answers were checked may
-        be unusable (NaN logprobs); it counts as a miss, so the new answer replaces it instead of the
+    def _cached(self, keys: list[str], check: Callable[[str], object]) -> dict[str, str]:
+        """The cached answers among `keys`. An answer cached before answers were checked may be
+        unusable (NaN logprobs); it counts as a miss, so the new answer replaces it instead of the
         user having to find and delete it."""
-        answer = self.cache.get(key) if self.cache is not None else None
-        if answer is None:
-            return None
-        try:
-            check(answer)
-        except Unusable as e:
-            log.warning("%s: requesting again an unusable cached answer: %s", self.settings.model, e)
-            return None
-        return answer
+        usable = {}
+        for key, answer in (self.cache.get_many(keys) if self.cache is not None else {}).items():
+            try:
+                check(answer)
+            except Unusable as e:
+                log.warning("%s: requesting again an unusable cached answer: %s", self.settings.model, e)
+                continue
+            usable[key] = answer
+        return usable
 
     def _run(self, prompts: list[Messages], params: dict, parse: Callable[[object], str],
              check: Callable[[str], object] = lambda answer: None) -> list[str]:
         """One request per prompt, answers in input order; cached answers that pass `check` (which
-        raises `Unusable`) are not requested again."""
+        raises `Unusable`) are not requested again, nor are repeats of a request (same key)."""
         keys = self._keys(prompts, params)
-        results: list[str | None] = [self._cached(k, check) for k in keys]
-        todo = [i for i, r in enumerate(results) if r is None]
-        if len(todo) < len(prompts):
-            log.info("%d of %d answers from the cache %s", len(prompts) - len(todo), len(prompts), self.settings.cache)
+        answers = self._cached(keys, check)
+        todo = {key: self._body(messages, params) for key, messages in zip(keys, prompts) if key not in answers}
+        hits = sum(key in answers for key in keys)
+        if hits:
+            log.info("%d of %d answers from the cache %s", hits, len(prompts), self.settings.cache)
+        if todo and self.settings.mode == "batch":
+            from valuedrift.llm.batch import run_batches
+
+            answers.update(run_batches(self, todo, parse))
+        elif todo:
+            answers.update(self._online(todo, parse))
+        return [answers[key] for key in keys]
+
+    def _body(self, messages: Messages, params: dict) -> dict:
+        """The request's body, the same in both modes."""
+        return {"model": self.settings.model, "messages": messages, **params}
+
+    def _online(self, todo: dict[str, dict], parse: Callable[[object], str]) -> dict[str, str]:
+        """Answers to the request bodies `todo` (cache key -> body), each cached as it arrives."""
+        answers = {}
         every = max(1, len(todo) // 10)
         pool = ThreadPoolExecutor(max_workers=self.settings.concurrency)
         try:
-            futures = {pool.submit(self._request, prompts[i], params, parse): i for i in todo}
+            futures = {pool.submit(self._request, body, parse): key for key, body in todo.items()}
             for done, future in enumerate(as_completed(futures), start=1):
-                i = futures[future]
-                results[i] = future.result()
+                key = futures[future]
+                answers[key] = future.result()
                 if self.cache is not None:
-                    self.cache.put(keys[i], results[i])
+                    self.cache.put(key, answers[key])
                 if len(todo) >= 20 and done % every == 0:
                     log.info("%s: %d/%d requests done", self.settings.model, done, len(todo))
         finally:
             # on a failure, drop the queued requests instead of sending them; answers received so
             # far are already cached for the rerun
             pool.shutdown(wait=True, cancel_futures=True)
-        return results  # type: ignore[return-value]
+        return answers
 
-    def _request(self, messages: Messages, params: dict, parse: Callable[[object], str]) -> str:
+    def _request(self, body: dict, parse: Callable[[object], str]) -> str:
+        with self.calling():
+            response = self.openai.chat.completions.create(**body)
+        try:
+            return parse(response)
+        except Unusable as e:
+            raise self.error(str(e)) from None
+
+    @contextmanager
+    def calling(self) -> Iterator[None]:
+        """Turns what the openai client raises, after its retries, into one `ApiError` each."""
         import openai
 
         s = self.settings
         attempts = f"{s.max_retries + 1} attempt(s)"
         try:
-            response = self._client.chat.completions.create(model=s.model, messages=messages, **params)
+            yield
         except openai.APITimeoutError as e:  # before APIConnectionError, its parent class
-            raise self._error(f"no reply within the timeout of {s.timeout:g} s ({attempts}) — is the server "
-                              f"overloaded? raise ApiSettings.timeout or lower concurrency") from e
+            raise self.error(f"no reply within the timeout of {s.timeout:g} s ({attempts}) — is the server "
+                             f"overloaded? raise ApiSettings.timeout or lower concurrency") from e
         except openai.APIConnectionError as e:
-            raise self._error(f"cannot connect ({e.__cause__ or e}; {attempts}) — is the server running? "
-                              f"check base_url") from e
+            raise self.error(f"cannot connect ({e.__cause__ or e}; {attempts}) — is the server running? "
+                             f"check base_url") from e
         except openai.APIStatusError as e:  # what retries could not mend: 4xx, or 429/5xx every time
-            raise self._error(f"HTTP {e.status_code} after {attempts} — {_STATUS_FIX.get(e.status_code, _SERVER_FIX)}"
-                              ) from e
+            raise self.error(f"HTTP {e.status_code} after {attempts} — {status_fix(e.status_code)}") from e
         except json.JSONDecodeError as e:  # a body sent as application/json that is not JSON
-            raise self._error(f"the reply is not JSON but {_snippet(e.doc)} — base_url must point at an "
-                              f"OpenAI-compatible API (usually ending in /v1)") from e
-        try:
-            return parse(response)
-        except Unusable as e:
-            raise self._error(str(e)) from None
+            raise self.error(f"the reply is not JSON but {_snippet(e.doc)} — base_url must point at an "
+                             f"OpenAI-compatible API (usually ending in /v1)") from e
 
-    def _error(self, problem: str) -> ApiError:
+    def error(self, problem: str) -> ApiError:
         message = f"API endpoint {self.settings.base_url} (model {self.settings.model!r}): {problem}"
         # a proxy's error page may echo the request's headers: the key never reaches a message
         if self.settings.api_key_env is not None:
