@@ -219,3 +219,25 @@ def test_batch_mode_needs_a_cache(settings):
         judged(settings(cache=None))
     with pytest.raises(InputError, match="mode must be one of online, batch"):
         judged(settings(mode="offline"))
+
+
+def test_a_jobs_snapshot_files_go_into_one_batch(settings, server, tmp_path):
+    """`valuedrift judge` over a run's snapshot files (different answers in each) sends one batch, not
+    one per file (each could wait up to a day), and writes each file the online judge's probabilities."""
+    from valuedrift.cli import main as cli
+    from valuedrift.io import read_jsonl, write_jsonl
+
+    files = [[f"{text} ({k})" for text in TEXTS] for k in range(3)]
+    expected = [judged(settings(mode="online", cache=str(tmp_path / "online.sqlite")), texts) for texts in files]
+    server.reset()
+    inputs, outputs = [tmp_path / f"{k}.jsonl" for k in range(3)], [tmp_path / f"stances-{k}.jsonl" for k in range(3)]
+    for path, texts in zip(inputs, files):
+        write_jsonl(path, [{"question_id": i, "question": QUESTION, "answer": text} for i, text in enumerate(texts)])
+    server.plan_batches(BatchPlan(polls=1))
+    cli(["judge", "--generations", *map(str, inputs), "--judge", "api", "--judge-settings",
+         json.dumps({"kind": "openai_api", **settings()}), "--output", *map(str, outputs)])
+    assert server.calls["batches.create"] == 1
+    assert len(uploaded(server, "batch_1")) == 3 * DISTINCT
+    for output, probs in zip(outputs, expected):
+        rows = read_jsonl(output)
+        np.testing.assert_array_equal([[r["p_support"], r["p_neutral"], r["p_oppose"]] for r in rows], probs)

@@ -387,6 +387,9 @@ def add_probes(plan: Plan, config: dict, model: str, n: float, judge_sizes: dict
         judge = config["judges"][name]
         if judge["kind"] == "openai_api":
             plan.stages["judge"].requests += answers
+            if judge.get("mode") == "batch":
+                plan.notes.append(f"judge {name}: Batch API (mode: batch), half the online price per request; "
+                                  "one batch per run's judge job, answered within 24 h")
         elif judge["kind"] == "local_llm":
             tokens = answers * (behaviour["max_new_tokens"] + JUDGE_PROMPT_TOKENS)
             add(plan.stages["judge"], tokens, 2 * judge_sizes[name] * tokens)

@@ -10,6 +10,7 @@ loaded once.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 
@@ -43,11 +44,11 @@ def main(args: argparse.Namespace) -> None:
     from valuedrift.progress import items
 
     specs = args.judges or [None]
-    for spec, outputs in zip(specs, outputs_by_judge(len(specs), args.generations, args.output, "--output")):
+    for spec, outputs in items(zip(specs, outputs_by_judge(len(specs), args.generations, args.output, "--output")),
+                               "judges", unit="judge"):
         judge = judge_from_args(args) if spec is None else load_judge(spec["name"], spec["settings"],
                                                                       spec.get("model_dir"))
-        for generations, output in items(zip(args.generations, outputs), f"judge {judge.name}", unit="file"):
-            judge_file(judge, generations, output)
+        judge_files(judge, args.generations, outputs)
 
 
 def outputs_by_judge(n_judges: int, inputs: list[str], outputs: list[str], flag: str) -> list[list[str]]:
@@ -63,17 +64,32 @@ def outputs_by_judge(n_judges: int, inputs: list[str], outputs: list[str], flag:
 
 
 def judge_file(judge, generations: str, output: str) -> None:
+    judge_files(judge, [generations], [output])
+
+
+def judge_files(judge, inputs: list[str], outputs: list[str]) -> None:
+    """Every file's answers in one call of the judge, so that it batches across a run's snapshots:
+    a local model fills its batches, and an API judge in batch mode submits one batch per job
+    instead of one per snapshot (each of which could wait up to a day). Every file is checked
+    before any is written."""
     from valuedrift import STANCES
     from valuedrift.io import read_jsonl, write_jsonl
 
-    rows = read_jsonl(generations, required=("question", "answer"))
-    probs = judge.predict_proba([r["question"] for r in rows], [r["answer"] for r in rows]) if rows else []
-    check_probabilities(probs, rows, judge, generations)
-    out = ({**{k: v for k, v in r.items() if k not in DROPPED}, "judge": judge.name,
-            "judge_version": judge.version, **{f"p_{s}": float(p[i]) for i, s in enumerate(STANCES)}}
-           for r, p in zip(rows, probs))
-    n = write_jsonl(output, out)
-    log.info("%s: judged %d answers with %s (version %s)", generations, n, judge.name, judge.version)
+    rows = [read_jsonl(path, required=("question", "answer")) for path in inputs]
+    flat = [r for file_rows in rows for r in file_rows]
+    probs = judge.predict_proba([r["question"] for r in flat], [r["answer"] for r in flat]) if flat else []
+    if len(probs) != len(flat):
+        check_probabilities(probs, flat, judge, ", ".join(inputs))  # names the shape that is wrong
+    ends = list(itertools.accumulate(len(file_rows) for file_rows in rows))
+    per_file = [probs[end - len(file_rows):end] for end, file_rows in zip(ends, rows)]
+    for path, file_rows, file_probs in zip(inputs, rows, per_file):
+        check_probabilities(file_probs, file_rows, judge, path)  # a bad row named by its file and line
+    for path, output, file_rows, file_probs in zip(inputs, outputs, rows, per_file):
+        out = ({**{k: v for k, v in r.items() if k not in DROPPED}, "judge": judge.name,
+                "judge_version": judge.version, **{f"p_{s}": float(p[i]) for i, s in enumerate(STANCES)}}
+               for r, p in zip(file_rows, file_probs))
+        n = write_jsonl(output, out)
+        log.info("%s: judged %d answers with %s (version %s)", path, n, judge.name, judge.version)
 
 
 def check_probabilities(probs, rows: list[dict], judge, path: str) -> None:
