@@ -435,3 +435,18 @@ def test_training_seeds_are_a_grid_axis():
     assert "grid.seeds" in problem(broken(lambda c: c["grid"].update(seeds=[])))
     assert "grid.seeds" in problem(broken(lambda c: c["grid"].update(seeds=[1.5])))
     assert "filter.seeds" in problem(broken(lambda c: c["filter"].update(seeds=[7])))
+
+
+def test_experiments_find_the_workflows_deepspeed_files_from_any_working_directory(tmp_path, monkeypatch):
+    """`snakemake --directory /scratch/...` (results on a cluster's scratch disk): the experiments'
+    `deepspeed: workflow/deepspeed/zero2.json` is the workflow's own file, not the scratch folder's."""
+    from valuedrift.config import workflow_file
+
+    monkeypatch.chdir(tmp_path)
+    assert workflow_file("workflow/deepspeed/zero2.json", ROOT) == str(ROOT / "workflow" / "deepspeed" / "zero2.json")
+    assert workflow_file("nowhere.json", ROOT) == "nowhere.json" and workflow_file(None, ROOT) is None
+    out = subprocess.run(["snakemake", "-n", "--quiet", "rules", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                          str(tmp_path), "--configfile", str(ROOT / "config.yaml"),
+                          str(ROOT / "workflow" / "experiments" / "alignment-internals.yaml")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]

@@ -7,10 +7,12 @@ from pathlib import Path
 from valuedrift.behaviour.judges import TRAINED
 from valuedrift import grid
 from valuedrift.config import (chosen_stance, dictionary_settings, feature_run, probe_pairs_spec,
-                               representation_run, validate_config)
+                               representation_run, validate_config, workflow_file)
 from valuedrift.training.external import checkpoint_folders
 from valuedrift.training.trainers import ALGORITHMS
 
+# experiments name the workflow's own DeepSpeed files relative to it: found from any --directory
+config["deepspeed"] = workflow_file(config.get("deepspeed"), workflow.basedir)
 validate_config(config)
 
 GRID = grid.grid(config)  # narrowed by the filter

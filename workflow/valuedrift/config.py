@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -569,6 +570,17 @@ def _seeds_as_integers(config: dict) -> None:
         seeds = (config.get(section) or {}).get("seeds")
         if isinstance(seeds, list):
             config[section]["seeds"] = [int(s) if isinstance(s, str) and s.strip().isdigit() else s for s in seeds]
+
+
+def workflow_file(path: str | None, workflow_dir: str | os.PathLike) -> str | None:
+    """A file the config names relative to the workflow (the experiments' `deepspeed:
+    workflow/deepspeed/zero3.json`), as found from any working directory (`snakemake --directory`):
+    the path as given where it exists, else the workflow's own file, else the path unchanged (and
+    the check names it)."""
+    if not path or Path(path).exists() or Path(path).is_absolute():
+        return path
+    own = Path(workflow_dir) / path
+    return str(own) if own.exists() else path
 
 
 def validate_config(config: dict) -> dict:
