@@ -79,3 +79,14 @@ def test_every_stage_runs_on_hub_shaped_models(arch, models, tiny, tmp_path):
          "--settings", json.dumps({"probe": {"refits": 2}}), "--output", str(tmp_path / "probes.csv"),
          "--refits", str(tmp_path / "refits.csv")])
     assert (tmp_path / "probes.csv").stat().st_size > 0
+
+
+@pytest.mark.parametrize("algorithm", ["simpo", "orpo"])
+def test_simpo_and_orpo_train_a_tokenizer_without_pad_token(algorithm, models, tiny, tmp_path):
+    """TRL's CPO and ORPO collators refuse to pad without a pad token, which Llama 3 lacks: the
+    internals study's Llama runs of SimPO and ORPO crashed at their first batch."""
+    cli(["train", "--algorithm", algorithm, "--model", str(models["llama3"]), "--data", str(tiny / "pref.jsonl"),
+         "--run-dir", str(tmp_path / algorithm), "--fractions", "[1.0]", "--settings", SETTINGS,
+         "--lora", LORA, "--seed", "0"])
+    assert (tmp_path / algorithm / "snapshots" / "1" / "adapter_config.json").is_file()
+

@@ -290,3 +290,19 @@ def test_ppo_scores_each_answer_where_the_reward_model_was_trained_to(data, rewa
                                            tokenize=True, return_dict=False)
             assert float(got[i]) == pytest.approx(float(rm(torch.tensor([text])).logits[0, 0]), abs=1e-4)
     assert not torch.allclose(got[1:], plain[1:], atol=1e-4), "scoring at EOS itself is what the wrapper corrects"
+
+
+def test_ppo_saves_its_snapshots_under_deepspeed(root, data, sft_run, reward_model, tmp_path):
+    """TRL's PPO sets its DeepSpeed engine only after on_train_begin, where snapshot 0 is saved: the
+    internals study (ZeRO-2 for every phase) crashed there before valuedrift set it first."""
+    import subprocess
+
+    settings = {"per_device_train_batch_size": 8, **ALGORITHM_SETTINGS["ppo"]}
+    out = subprocess.run(["accelerate", "launch", "--num_processes", "1", "--use_deepspeed", "--deepspeed_config_file",
+                          str(root / "workflow" / "deepspeed" / "zero2.json"), "-m", "valuedrift", "train",
+                          "--algorithm", "ppo", "--model", str(sft_run / "snapshots" / "2"), "--data",
+                          str(data / "pref.jsonl"), "--run-dir", str(tmp_path / "ppo"), "--snapshots", "2",
+                          "--settings", json.dumps(settings), "--reward-model", str(reward_model)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    check_snapshots(tmp_path / "ppo")

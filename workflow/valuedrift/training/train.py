@@ -148,6 +148,10 @@ def load_models(args: argparse.Namespace):
 
     algo = spec(args.algorithm)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token is None:
+        # Llama 3's tokenizer has none, and TRL's CPO/ORPO collators refuse to pad without one; the
+        # pad positions are masked out of every loss, so end of text serves (as TRL's docs advise)
+        tokenizer.pad_token = tokenizer.eos_token
     if algo.data == "prompt_ids":
         tokenizer.padding_side = "left"  # PPO generates from batches of prompts
     if algo.sequence_classifier:

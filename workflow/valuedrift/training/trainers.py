@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,4 +144,22 @@ def make_trainer(algorithm: str, models: Models, dataset, config, callbacks=(), 
         kwargs["reward_funcs"] = models.reward
         if hasattr(models.reward, "config"):  # a reward model reads text with the policy's tokenizer
             kwargs["reward_processing_classes"] = models.tokenizer
-    return _import(algo.trainer_class)(**kwargs)
+    trainer = _import(algo.trainer_class)(**kwargs)
+    if algorithm == "ppo" and trainer.is_deepspeed_enabled:
+        # TRL's PPO sets its DeepSpeed engine only after on_train_begin (where snapshot 0 is saved),
+        # and its save_model then hands transformers the bare policy as the engine, which fails:
+        # snapshots save the policy from the engine's state dict instead
+        trainer.deepspeed = trainer.model_wrapped = trainer.model
+        trainer.save_model = types.MethodType(save_ppo_policy, trainer)
+    return trainer
+
+
+def save_ppo_policy(trainer, output_dir: str | None = None, _internal_call: bool = False) -> None:
+    """The policy of a PPO trainer under DeepSpeed, as a model folder: every process takes part in
+    gathering the weights (ZeRO-3 shards them), the main one writes them."""
+    state = trainer.accelerator.get_state_dict(trainer.deepspeed)
+    if trainer.args.should_save:
+        policy = trainer.accelerator.unwrap_model(trainer.deepspeed).policy
+        policy.save_pretrained(output_dir, state_dict={k.removeprefix("policy."): v for k, v in state.items()
+                                                       if k.startswith("policy.")})
+        trainer.processing_class.save_pretrained(output_dir)
