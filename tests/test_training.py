@@ -292,17 +292,24 @@ def test_ppo_scores_each_answer_where_the_reward_model_was_trained_to(data, rewa
     assert not torch.allclose(got[1:], plain[1:], atol=1e-4), "scoring at EOS itself is what the wrapper corrects"
 
 
-def test_ppo_saves_its_snapshots_under_deepspeed(root, data, sft_run, reward_model, tmp_path):
+@pytest.mark.parametrize("zero", [2, 3])
+def test_ppo_saves_its_snapshots_under_deepspeed(zero, root, data, sft_run, reward_model, tmp_path):
     """TRL's PPO sets its DeepSpeed engine only after on_train_begin, where snapshot 0 is saved: the
-    internals study (ZeRO-2 for every phase) crashed there before valuedrift set it first."""
+    internals study (ZeRO-2) and Value Drifts (ZeRO-3) crashed there before valuedrift saved the
+    policy itself."""
     import subprocess
 
     settings = {"per_device_train_batch_size": 8, **ALGORITHM_SETTINGS["ppo"]}
     out = subprocess.run(["accelerate", "launch", "--num_processes", "1", "--use_deepspeed", "--deepspeed_config_file",
-                          str(root / "workflow" / "deepspeed" / "zero2.json"), "-m", "valuedrift", "train",
+                          str(root / "workflow" / "deepspeed" / f"zero{zero}.json"), "-m", "valuedrift", "train",
                           "--algorithm", "ppo", "--model", str(sft_run / "snapshots" / "2"), "--data",
                           str(data / "pref.jsonl"), "--run-dir", str(tmp_path / "ppo"), "--snapshots", "2",
                           "--settings", json.dumps(settings), "--reward-model", str(reward_model)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     check_snapshots(tmp_path / "ppo")
+    from safetensors.torch import load_file
+
+    start = load_file(sft_run / "snapshots" / "2" / "model.safetensors")
+    k0 = load_file(tmp_path / "ppo" / "snapshots" / "0" / "model.safetensors")
+    assert start.keys() == k0.keys() and all((start[n] == k0[n]).all() for n in start)  # the whole policy, gathered
