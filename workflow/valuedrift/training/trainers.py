@@ -161,7 +161,8 @@ def save_ppo_policy(trainer, output_dir: str | None = None, _internal_call: bool
     if trainer.args.should_save:
         policy = trainer.accelerator.unwrap_model(trainer.deepspeed).policy
         # tied weights (the output layer that reuses the embeddings) are stored once, as a plain save does
-        tied = set(getattr(policy, "all_tied_weights_keys", None) or {}) if getattr(policy.config, "tie_word_embeddings", False) else set()
+        tied = (set(getattr(policy, "all_tied_weights_keys", None) or {})
+                if getattr(policy.config, "tie_word_embeddings", False) else set())
         policy.save_pretrained(output_dir, state_dict={k.removeprefix("policy."): v for k, v in state.items()
                                                        if k.startswith("policy.") and k.removeprefix("policy.") not in tied})
         trainer.processing_class.save_pretrained(output_dir)
