@@ -149,11 +149,15 @@ def test_generate_logs_each_snapshot_and_a_bar_of_batches(tiny, tmp_path, caplog
     assert re.search(r"generate: 100%\|[^|]*\| 1/1 \[", capfd.readouterr().err)
 
 
-def test_judge_shows_a_bar_over_the_snapshots(stance_judge, tmp_path, capfd):
+def test_judge_shows_a_bar_over_the_judges_and_logs_each_file(stance_judge, tmp_path, capfd, caplog):
+    """A judge takes every snapshot's answers in one call (one API batch per job): the bar counts
+    judges, and each snapshot file is logged as it is written."""
     rows = [{"question": "Should cities ban cars?", "answer": "Yes, they should."}]
     files = [tmp_path / f"{k}.jsonl" for k in range(2)]
     for path in files:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    caplog.set_level("INFO", logger="valuedrift")
     cli(["judge", "--generations", *map(str, files), "--judge-model", str(stance_judge),
          "--output", *(str(tmp_path / f"stances-{k}.jsonl") for k in range(2))])
-    assert re.search(r"judge stance_classifier: 100%\|[^|]*\| 2/2 \[", capfd.readouterr().err)
+    assert re.search(r"judges: 100%\|[^|]*\| 1/1 \[", capfd.readouterr().err)
+    assert all(f"{path}: judged 1 answers with stance_classifier" in caplog.text for path in files)
