@@ -220,7 +220,7 @@ def link_model(source: Path, target: Path, base: str | None) -> None:
 
 def add_tokenizer(target: Path, model: str | None) -> None:
     """A checkpoint saved without its tokenizer gets the start model's (the same for every step)."""
-    if (target / "tokenizer_config.json").exists() or model is None:
+    if model is None:
         return
     from transformers import AutoTokenizer
 
