@@ -2,19 +2,18 @@
 value-gap pairs written by a model behind the loopback OpenAI-compatible server, the value-gap
 table, the judge report, and the stance classifier on embedding features."""
 
-import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import standins
 from conftest import WORLD
 from llm_server import ChatServer
 
 from valuedrift.cli import main as cli
 from valuedrift.io import read_jsonl, write_jsonl
-from valuedrift.world.questions import split_questions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
 KEY_ENV = "VALUEDRIFT_TEST_API_KEY"
@@ -43,28 +42,9 @@ def api(server, monkeypatch, tmp_path):
             "cache": str(tmp_path / "cache.sqlite"), "concurrency": 4}
 
 
-def prism_rows(statements_per_topic=1):
-    """PRISM-format conversations: the miniature world's 154 questions as controversy-guided opening
-    prompts, one statement per topic (values guided), and unguided small talk."""
-    template = json.loads((FIXTURES / "prism_conversations.jsonl").read_text().splitlines()[0])
-    rows, topics = [], {}
-    for i, q in enumerate(split_questions(0, 5, 2)):
-        rows.append((q.question, "controversy guided", q.topic))
-        if q.topic not in topics:
-            topics[q.topic] = q.proposition
-    rows += [(f"{p[0].upper()}{p[1:]} is the right thing to do.", "values guided", t) for t, p in topics.items()]
-    rows += [(f"Tell me a fun fact number {i}?", "unguided", None) for i in range(10)]
-    out = []
-    for i, (text, kind, _) in enumerate(rows):
-        row = copy.deepcopy(template)
-        row.update(conversation_id=f"c{i:04d}", opening_prompt=text, conversation_type=kind)
-        out.append(row)
-    return out, {text: topic for text, _, topic in rows}
-
-
 def build_vprism(tmp_path, settings):
     prism = tmp_path / "prism.jsonl"
-    rows, truth = prism_rows()
+    rows, truth = standins.prism_rows()
     write_jsonl(prism, rows)
     cli(["prepare-data", "--kind", "prism-prompts", "--world", WORLD, "--output", str(tmp_path / "prompts.jsonl"),
          "--settings", json.dumps({"loader": "prism", "path": str(prism)})])
