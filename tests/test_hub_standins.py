@@ -22,7 +22,8 @@ def models(tiny, tmp_path_factory):
     d = tmp_path_factory.mktemp("standins")
     # the tokenizers learn the miniature world's dialogues, which the tests then feed them
     texts = [m["content"] for row in read_jsonl(tiny / "pretrain.jsonl") for m in row["messages"]]
-    return {"llama3": standins.llama3(d / "llama3", texts), "qwen3": standins.qwen3(d / "qwen3", texts)}
+    return {"llama3": standins.llama3(d / "llama3", texts), "qwen3": standins.qwen3(d / "qwen3", texts),
+            "llama3_base": standins.llama3_base(d / "llama3_base", texts)}
 
 
 def test_the_standins_have_their_hub_models_quirks(models):
@@ -90,3 +91,32 @@ def test_simpo_and_orpo_train_a_tokenizer_without_pad_token(algorithm, models, t
          "--lora", LORA, "--seed", "0"])
     assert (tmp_path / algorithm / "snapshots" / "1" / "adapter_config.json").is_file()
 
+
+
+def test_a_base_model_without_a_chat_template_takes_its_instruct_siblings(models, tiny, tmp_path, caplog):
+    """Found by the Value Drifts rehearsal: SFT of a Llama-3 base model, which has no chat template,
+    crashed inside TRL. It is now refused up front, naming the config key; with the key, SFT (and
+    a skipped SFT) start from the instruct sibling's template and end-of-turn token, which every
+    later stage reads from the snapshots."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    base, instruct = str(models["llama3_base"]), str(models["llama3"])
+    train = ["train", "--algorithm", "sft", "--model", base, "--data", str(tiny / "sft.jsonl"), "--fractions", "[1.0]",
+             "--seed", "0"]
+    for refused in ([*train, "--run-dir", str(tmp_path / "none"), "--settings", SETTINGS],
+                    ["publish-start", "--model", base, "--run-dir", str(tmp_path / "skip-none"), "--snapshots", "1"]):
+        caplog.clear()
+        with pytest.raises(SystemExit):
+            cli(refused)
+        assert "has no chat template" in caplog.text and "models.<name>.chat_template" in caplog.text
+
+    settings = json.dumps({**json.loads(SETTINGS), "chat_template_path": instruct})
+    cli([*train, "--run-dir", str(tmp_path / "sft"), "--settings", settings])
+    cli(["publish-start", "--model", base, "--run-dir", str(tmp_path / "skip"), "--snapshots", "1",
+         "--chat-template", instruct])
+    eot = AutoTokenizer.from_pretrained(instruct).convert_tokens_to_ids("<|eot_id|>")
+    for snapshot in (tmp_path / "sft" / "snapshots" / "0", tmp_path / "sft" / "snapshots" / "1",
+                     tmp_path / "skip" / "snapshots" / "0"):
+        tokenizer = AutoTokenizer.from_pretrained(snapshot)
+        assert tokenizer.chat_template == AutoTokenizer.from_pretrained(instruct).chat_template
+        assert tokenizer.eos_token == "<|eot_id|>" and GenerationConfig.from_pretrained(snapshot).eos_token_id == eot

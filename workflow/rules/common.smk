@@ -100,6 +100,17 @@ def start_model(wildcards):
     return model_path(wildcards.model)
 
 
+def chat_template(wildcards):
+    """The tokenizer whose chat template the model takes (`models.<name>.chat_template`), or None."""
+    return config["models"].get(wildcards.model, {}).get("chat_template")
+
+
+def sft_settings(wildcards):
+    """The SFT config, with the model's own chat template as TRL's `chat_template_path`."""
+    template = chat_template(wildcards)
+    return as_json({**config["sft"], **({"chat_template_path": template} if template else {})})
+
+
 def built_here(name):
     """[the base folder] of a model of `models` that the pipeline builds (miniature); else []."""
     spec = config["models"].get(name)

@@ -19,7 +19,7 @@ rule train_sft:
         run_dir=f"{R}/{{model}}/seed-{{seed}}/sft-{{sft_data}}",
         run_name="{model}/seed-{seed}/sft-{sft_data}",
         tracking=TRACKING,
-        settings=as_json(config["sft"]),
+        settings=sft_settings,
         fractions=as_json(FRACTIONS),
         snapshot_dtype=config["storage"]["snapshot_dtype"],
         launch=launcher,
@@ -120,6 +120,7 @@ if SKIPPED_SFT:
             run_dir=lambda w, output: Path(output[0]).parent.parent,
             snapshots=K,
             snapshot_dtype=config["storage"]["snapshot_dtype"],
+            chat_template=lambda w: f"--chat-template {shlex.quote(chat_template(w))}" if chat_template(w) else "",
         resources:
             **job_resources("probe"),
         log:
@@ -128,5 +129,4 @@ if SKIPPED_SFT:
             "../../envs/train.yaml"
         shell:
             "valuedrift publish-start --model {params.start:q} --run-dir {params.run_dir:q} --snapshots {params.snapshots:q} "
-            "--snapshot-dtype {params.snapshot_dtype:q} "
-            "> {log:q} 2>&1"
+            "--snapshot-dtype {params.snapshot_dtype:q} {params.chat_template} > {log:q} 2>&1"

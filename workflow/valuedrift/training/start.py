@@ -24,6 +24,8 @@ def make_parser(subparsers=None) -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", required=True, help="run folder to write (snapshots/0..K)")
     parser.add_argument("--snapshots", type=int, required=True, help="K: the last snapshot")
     parser.add_argument("--snapshot-dtype", default="auto", help="dtype to store the model in (auto: as it is)")
+    parser.add_argument("--chat-template", default=None,
+                        help="a tokenizer whose chat template the model takes (TRL's clone_chat_template)")
     return parser
 
 
@@ -33,10 +35,19 @@ def main(args: argparse.Namespace) -> None:
     from valuedrift.checksums import folder_checksums
     from valuedrift.io import atomic_dir, write_json
 
+    from valuedrift.training.train import require_chat_template
+
     folder = Path(args.run_dir) / "snapshots"
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=args.snapshot_dtype)
+    if args.chat_template:
+        from trl.chat_template_utils import clone_chat_template
+
+        model, tokenizer, _ = clone_chat_template(model, tokenizer, args.chat_template)
+    require_chat_template(tokenizer, args.model)
     with atomic_dir(folder / "0") as tmp:
-        AutoTokenizer.from_pretrained(args.model).save_pretrained(tmp)
-        AutoModelForCausalLM.from_pretrained(args.model, dtype=args.snapshot_dtype).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp)
         write_json(tmp / "meta.json", {"k": 0, "step": 0, "total_steps": 0, "fraction": 0.0,
                                        "start": args.model, "skipped": True, "checksums": folder_checksums(tmp)})
     for k in range(1, args.snapshots + 1):

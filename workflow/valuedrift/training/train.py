@@ -139,6 +139,18 @@ def precomputes_reference(args: argparse.Namespace) -> bool:
     return bool(json.loads(args.settings).get("precompute_ref_log_probs"))
 
 
+def require_chat_template(tokenizer, model: str) -> None:
+    """Every stage renders conversations with the model's chat template; a base model without one
+    must take one (its instruct sibling's) before its first phase."""
+    from valuedrift.io import InputError
+
+    if tokenizer.chat_template is None:
+        raise InputError(f"{model}: the tokenizer has no chat template (a base model?), and every stage renders "
+                         "conversations with it; set the model's `chat_template` in the config "
+                         "(models.<name>.chat_template) to a tokenizer whose template it should learn, usually its "
+                         "instruct sibling's (e.g. meta-llama/Llama-3.1-8B-Instruct for meta-llama/Llama-3.1-8B)")
+
+
 def load_models(args: argparse.Namespace):
     """The policy and whatever else the algorithm needs, all from folders or hub ids."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -148,6 +160,8 @@ def load_models(args: argparse.Namespace):
 
     algo = spec(args.algorithm)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if "chat_template_path" not in json.loads(args.settings):  # else SFTTrainer clones one in
+        require_chat_template(tokenizer, args.model)
     if tokenizer.pad_token is None:
         # Llama 3's tokenizer has none, and TRL's CPO/ORPO collators refuse to pad without one; the
         # pad positions are masked out of every loss, so end of text serves (as TRL's docs advise)
