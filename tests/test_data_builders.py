@@ -234,3 +234,15 @@ def test_stance_classifier_on_embedding_features(tmp_path, judge_data, minilm):
     judge = load_judge("emb", {"kind": "stance_classifier"}, str(out))
     probs = judge.predict_proba(["q", "q"], ["I strongly support it.", "I am against it."])
     assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1)
+
+
+def test_value_gap_figure_of_a_set_whose_pairs_are_all_alike():
+    """Found by the Value Drifts rehearsal: a synthetic set whose pairs the judge scores alike has a
+    bootstrap interval a rounding error beside its estimate, and the figure crashed on it."""
+    from valuedrift.analysis.value_gap import gap_rows, plot_value_gap
+
+    chosen, rejected = [0.8940320653575244, 0.0777318572244466, 0.0282360774180289], [0.0154755, 0.0936213, 0.8909032]
+    rows = gap_rows("alike", judged([chosen] * 30, [rejected] * 30, [f"q{i}" for i in range(30)]), 1000, 0.95,
+                    np.random.default_rng(0))
+    fig = plot_value_gap(pd.DataFrame(rows))
+    assert len(fig.axes[0].patches) == 3  # a bar per stance

@@ -330,13 +330,22 @@ def plot_drift_vs_kl(by_snapshot, topic: str = "all"):
     return fig
 
 
+def error_bars(value, low, high):
+    """matplotlib's [below, above] bar lengths of an interval. An interval of a constant quantity
+    (every resample alike) can sit a rounding error beside its estimate, and matplotlib refuses
+    the negative length that gives."""
+    import numpy as np
+
+    return np.clip(np.vstack([np.asarray(value) - low, np.asarray(high) - value]), 0, None)
+
+
 def _draw_kl_lines(ax, a, color) -> None:
     pooled = a[a["level"] == "pooled"].sort_values("k")
     for _, one in a[a["level"] == "seed"].groupby("seed", sort=True):
         one = one.sort_values("k")
         ax.plot(one["kl"], one["m"], color=color, **SEED_LINE)
-    ax.errorbar(pooled["kl"], pooled["m"], xerr=[pooled["kl"] - pooled["kl_low"], pooled["kl_high"] - pooled["kl"]],
-                yerr=[pooled["m"] - pooled["m_low"], pooled["m_high"] - pooled["m"]], color=color, marker="o",
+    ax.errorbar(pooled["kl"], pooled["m"], xerr=error_bars(pooled["kl"], pooled["kl_low"], pooled["kl_high"]),
+                yerr=error_bars(pooled["m"], pooled["m_low"], pooled["m_high"]), color=color, marker="o",
                 markersize=3, linewidth=1.4, elinewidth=0.6)
 
 

@@ -99,6 +99,7 @@ def plot_value_gap(table):
     import matplotlib.pyplot as plt
 
     from valuedrift import STANCES
+    from valuedrift.analysis.plots import error_bars
 
     d = table[table["stance"].isin(STANCES)].dropna(subset=["gap"])
     sets = list(dict.fromkeys(d["pref_data"]))
@@ -107,8 +108,7 @@ def plot_value_gap(table):
     for i, stance in enumerate(STANCES):
         s = d[d["stance"] == stance].set_index("pref_data").reindex(sets)
         x = np.arange(len(sets)) + (i - 1) * width
-        err = np.vstack([s["gap"] - s["low"], s["high"] - s["gap"]])
-        ax.bar(x, s["gap"], width, yerr=err, capsize=3, label=stance)
+        ax.bar(x, s["gap"], width, yerr=error_bars(s["gap"], s["low"], s["high"]), capsize=3, label=stance)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(sets)), [_set_label(table, s) for s in sets], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("p(stance | chosen) - p(stance | rejected)")
