@@ -233,3 +233,23 @@ def test_local_complete_is_deterministic_at_temperature_zero(local_judge):
     assert model.complete(prompts[:1], max_tokens=12, temperature=0) == greedy[:1]
     sampled = model.complete(prompts, max_tokens=12, temperature=1.0, seed=3)
     assert model.complete(prompts, max_tokens=12, temperature=1.0, seed=3) == sampled
+
+
+def test_api_transport_travels_outside_the_params_and_is_joined_again(monkeypatch):
+    """How answers are fetched (endpoint, concurrency, retries, cache, batch mode) leaves the params
+    Snakemake compares, so changing it reruns nothing, and comes back from the environment."""
+    import json
+
+    from valuedrift.llm.api import TRANSPORT_ENV, split_transport, with_transport
+
+    spec = {"kind": "openai_api", "model": "gpt-4o", "top_logprobs": 20, "base_url": "http://proxy:8000/v1",
+            "concurrency": 16, "cache": "results/cache/judge.sqlite", "mode": "batch"}
+    params, transport = split_transport(spec, "judges.gpt4o")
+    assert params == {"kind": "openai_api", "model": "gpt-4o", "top_logprobs": 20, "transport": "judges.gpt4o"}
+    monkeypatch.setenv(TRANSPORT_ENV, json.dumps({"judges.gpt4o": transport}))
+    assert with_transport(params) == spec
+    monkeypatch.delenv(TRANSPORT_ENV)
+    with pytest.raises(InputError, match="through snakemake"):
+        with_transport(params)
+    local = {"kind": "local_llm", "model": "Qwen/Qwen3-8B"}
+    assert split_transport(local, "judges.qwen_judge") == (local, {}) and with_transport(local) == local

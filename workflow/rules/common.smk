@@ -1,5 +1,6 @@
 # Config validation, the run grid and the small input functions every rule file uses.
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -8,6 +9,7 @@ from valuedrift.behaviour.judges import TRAINED
 from valuedrift import grid
 from valuedrift.config import (chosen_stance, dictionary_settings, feature_run, probe_pairs_spec,
                                representation_run, validate_config, workflow_file)
+from valuedrift.llm.api import TRANSPORT_ENV, split_transport
 from valuedrift.training.external import checkpoint_folders
 from valuedrift.training.trainers import ALGORITHMS
 
@@ -181,9 +183,23 @@ def launcher(wildcards):
     return f"accelerate launch --num_processes {max(gpus, 1)} {mode} -m valuedrift"
 
 
+# an API model's transport (endpoint, key variable, concurrency, retries, cache, batch mode) reaches
+# its jobs through the environment, not through params, so changing it reruns nothing
+# (valuedrift.llm.api.TRANSPORT); each is found by its place in the config
+API_TRANSPORT = {}
+
+
+def api_spec(spec, ref):
+    """An LLM entry of the config as a job's params take it: an API model's transport left out."""
+    if spec is None:
+        return None
+    spec, API_TRANSPORT[ref] = split_transport(spec, ref)
+    return spec
+
+
 def judge_settings(name):
     """The judge's entry under `judges:`, with a config model name as encoder resolved to its path."""
-    spec = dict(config["judges"][name])
+    spec = api_spec(dict(config["judges"][name]), f"judges.{name}")
     if "encoder" in spec:
         spec["encoder"] = model_path(spec["encoder"])
     return spec
@@ -240,6 +256,14 @@ def api_caches():
 # each job writes its answers to a shard beside its cache (safe on NFS); finished shards are folded
 # into the cache's main file before a run starts and after it ends (valuedrift.llm.cache)
 API_CACHES = api_caches()
+VPRISM = dict(config["eval_prompts"].get("vprism") or {})
+if VPRISM.get("rephraser"):
+    VPRISM["rephraser"] = api_spec(VPRISM["rephraser"], "eval_prompts.vprism.rephraser")
+VPRISM_SETTINGS = as_json({"seed": config["seed"], **VPRISM})
+VALUE_GAP_GENERATOR = api_spec((config.get("value_gap_builder") or {}).get("generator"), "value_gap_builder.generator")
+for _judge in config["judges"]:
+    judge_settings(_judge)
+os.environ[TRANSPORT_ENV] = json.dumps(API_TRANSPORT, sort_keys=True)
 
 
 JUDGE = config["judge"]["name"]

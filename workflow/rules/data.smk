@@ -125,7 +125,7 @@ else:
             heldout=f"{R}/data/vprism_heldout.jsonl",
             topics=f"{R}/data/vprism_topics.json",
         params:
-            settings=as_json({"seed": config["seed"], **config["eval_prompts"]["vprism"]}),
+            settings=VPRISM_SETTINGS,
         threads: job_threads("probe")
         resources:
             **job_resources("probe"),
@@ -150,7 +150,7 @@ if "value_gap_builder" in config:
         output:
             f"{R}/data/value_gap_pairs.jsonl",
         params:
-            generator=as_json(config["value_gap_builder"]["generator"]),
+            generator=as_json(VALUE_GAP_GENERATOR),
             judge=judge_args(JUDGE),
             settings=as_json({k: v for k, v in config["value_gap_builder"].items()
                               if k not in ("generator", "questions")}),

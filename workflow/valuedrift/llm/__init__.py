@@ -14,7 +14,9 @@ def chat_model(spec: dict, namespace: str = ""):
     from valuedrift.config import from_dict
     from valuedrift.io import InputError
 
-    spec = dict(spec)
+    from valuedrift.llm.api import with_transport
+
+    spec = dict(with_transport(spec))
     kind = spec.pop("kind", None)
     if kind == "local_llm":
         from valuedrift.llm.local import LocalChatModel, LocalSettings

@@ -89,6 +89,37 @@ class ApiSettings:
                              "variable (export OPENAI_API_KEY=...) and set api_key_env to the variable's name")
 
 
+# Fields that say how answers are fetched, never which answers: the cache keys and judge versions
+# leave them out. The workflow hands them to jobs through the environment (TRANSPORT_ENV), outside
+# the params Snakemake compares, so that moving to a proxy, raising `concurrency` or switching to
+# batch mode after a first attempt reruns no job (a rerun of the V-PRISM build would retrain the
+# whole study that depends on it).
+TRANSPORT = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout", "cache", "mode",
+             "batch_poll_interval", "batch_rounds", "batch_max_requests")
+TRANSPORT_ENV = "VALUEDRIFT_API_TRANSPORT"
+
+
+def split_transport(spec: dict, ref: str) -> tuple[dict, dict]:
+    """(the spec with its transport replaced by `transport: ref`, the transport) of an API model;
+    other specs unchanged, with no transport."""
+    if spec.get("kind") != "openai_api":
+        return spec, {}
+    return ({**{k: v for k, v in spec.items() if k not in TRANSPORT}, "transport": ref},
+            {k: v for k, v in spec.items() if k in TRANSPORT})
+
+
+def with_transport(spec: dict) -> dict:
+    """A spec whose transport the workflow moved into the environment, whole again."""
+    ref = spec.get("transport")
+    if ref is None:
+        return spec
+    table = json.loads(os.environ.get(TRANSPORT_ENV) or "{}")
+    if ref not in table:
+        raise InputError(f"the API settings of {ref} are missing from the environment variable {TRANSPORT_ENV}, "
+                         "which the workflow sets; run this job through snakemake")
+    return {**{k: v for k, v in spec.items() if k != "transport"}, **table[ref]}
+
+
 def api_key(settings: ApiSettings) -> str:
     if settings.api_key_env is None:
         return "EMPTY"  # the client insists on a key; servers without authentication ignore it

@@ -83,9 +83,9 @@ class ApiJudge:
     def from_settings(cls, name: str, settings: dict, model_dir: str | None = None) -> "ApiJudge":
         """`model_dir` is accepted for a uniform signature; an API judge has no local files."""
         from valuedrift.config import from_dict
-        from valuedrift.llm.api import ApiSettings
+        from valuedrift.llm.api import ApiSettings, with_transport
 
-        return cls(name, from_dict(ApiSettings, settings))
+        return cls(name, from_dict(ApiSettings, with_transport(settings)))
 
     def predict_proba(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         return self.client.label_probabilities(judge_messages(questions, answers), STANCES)
