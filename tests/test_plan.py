@@ -72,9 +72,9 @@ def test_default_config_estimate_counts_every_probe_and_snapshot(default_config)
     assert half.disk_bytes == plan.disk_bytes / 2
 
 
-def run_plan(root, *args):
+def run_plan(root, *args, cwd=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "valuedrift", "plan", *args], cwd=root, env=env,
+    return subprocess.run([sys.executable, "-m", "valuedrift", "plan", *args], cwd=cwd or root, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -203,3 +203,14 @@ def test_plan_prices_the_internals_studys_dictionaries(root):
     rows = {cells[0]: cells for cells in map(str.split, out.stdout.splitlines()) if len(cells) > 1 and cells[1].isdigit()}
     assert rows["dictionaries"][1] == rows["preference"][1] == "18"
     assert "dictionaries of llama32_3b_instruct: training FLOPs left out" in out.stdout  # offline: no config
+
+
+def test_plan_runs_from_a_study_folder_outside_the_workflow(root, tmp_path):
+    """Found by the internals rehearsal: `valuedrift plan` in a study's own folder (as `snakemake
+    --directory` runs it) refused the experiment's `deepspeed: workflow/deepspeed/zero2.json`,
+    which the workflow itself finds beside its Snakefile."""
+    out = run_plan(root, str(root / "config.yaml"), str(root / "workflow/experiments/alignment-internals.yaml"),
+                   "--snakefile", str(root / "Snakefile"), "--costs", str(root / "benchmarks/costs/cpu-2core.json"),
+                   cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert next(line for line in out.stdout.splitlines() if line.startswith("total")).split()[1] == "117"  # as from the repository

@@ -594,11 +594,13 @@ def shown(path: Path) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    from valuedrift.config import merge, validate_config
+    from valuedrift.config import merge, validate_config, workflow_file
 
     config: dict = {}
     for path in args.configs:
         config = merge(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    # as the workflow does: the experiments' DeepSpeed files are found beside the Snakefile
+    config["deepspeed"] = workflow_file(config.get("deepspeed"), Path(args.snakefile).resolve().parent)
     validate_config(config)
     costs_path = Path(args.costs)
     if not costs_path.is_file():
