@@ -32,15 +32,23 @@ def test_default_config_is_valid():
     validate_config(copy.deepcopy(DEFAULT))
 
 
-def test_shipped_configs_are_valid():
-    from valuedrift.config import merge
+def test_shipped_configs_are_valid(tmp_path, monkeypatch):
+    import rehearse
+
+    from valuedrift.config import merge, workflow_file
 
     ci = merge(DEFAULT, yaml.safe_load((ROOT / "tests" / "config-ci.yaml").read_text()))
     validate_config(copy.deepcopy(ci))
-    # the SLURM test config goes over config.yaml and config-ci.yaml
-    validate_config(merge(ci, yaml.safe_load((ROOT / "tests" / "config-slurm.yaml").read_text())))
+    # a study's dress rehearsal goes over it, in a folder that holds the stand-ins it names
+    rehearse.build_standins(tmp_path)
+    monkeypatch.chdir(tmp_path)
     for path in sorted((ROOT / "workflow" / "experiments").glob("*.yaml")):
-        validate_config(merge(DEFAULT, yaml.safe_load(path.read_text())))
+        study = merge(DEFAULT, yaml.safe_load(path.read_text()))
+        study["deepspeed"] = workflow_file(study["deepspeed"], ROOT)  # as common.smk finds it
+        validate_config(copy.deepcopy(study))
+        rehearsal = ROOT / "tests" / "rehearsal" / path.name
+        if rehearsal.exists():
+            validate_config(merge(study, yaml.safe_load(rehearsal.read_text())))
 
 
 def test_unknown_key_is_named():

@@ -5,5 +5,5 @@ scancel --user=root 2>/dev/null || true
 pkill -x slurmd 2>/dev/null || true
 pkill -x slurmctld 2>/dev/null || true
 pkill -x munged 2>/dev/null || true
-rm -f /etc/slurm/slurm.conf
+rm -f /etc/slurm/slurm.conf /etc/slurm/gres.conf /dev/valuedrift-gpu*
 exit 0
