@@ -183,23 +183,30 @@ def launcher(wildcards):
     return f"accelerate launch --num_processes {max(gpus, 1)} {mode} -m valuedrift"
 
 
-# an API model's transport (endpoint, key variable, concurrency, retries, cache, batch mode) reaches
-# its jobs through the environment, not through params, so changing it reruns nothing
-# (valuedrift.llm.api.TRANSPORT); each is found by its place in the config
-API_TRANSPORT = {}
+def llm_entries():
+    """Every LLM of the config by its place in it: judges, the V-PRISM rephraser, the value-gap generator."""
+    vprism = config["eval_prompts"].get("vprism") or {}
+    entries = {f"judges.{name}": spec for name, spec in config["judges"].items()}
+    entries["eval_prompts.vprism.rephraser"] = vprism.get("rephraser")
+    entries["value_gap_builder.generator"] = (config.get("value_gap_builder") or {}).get("generator")
+    return {ref: spec for ref, spec in entries.items() if spec}
 
 
-def api_spec(spec, ref):
-    """An LLM entry of the config as a job's params take it: an API model's transport left out."""
-    if spec is None:
-        return None
-    spec, API_TRANSPORT[ref] = split_transport(spec, ref)
-    return spec
+def api_spec(ref):
+    """The LLM entry at `ref` as a job's params take it: an API model's transport (endpoint, key
+    variable, concurrency, retries, cache, batch mode) left out, so that changing it reruns nothing
+    (valuedrift.llm.api.TRANSPORT); the jobs read it from the environment, set below."""
+    return split_transport(llm_entries()[ref], ref)[0]
+
+
+# on every parse: on the submitting host and inside every cluster job
+os.environ[TRANSPORT_ENV] = json.dumps({ref: split_transport(spec, ref)[1] for ref, spec in llm_entries().items()},
+                                       sort_keys=True)
 
 
 def judge_settings(name):
     """The judge's entry under `judges:`, with a config model name as encoder resolved to its path."""
-    spec = api_spec(dict(config["judges"][name]), f"judges.{name}")
+    spec = dict(api_spec(f"judges.{name}"))
     if "encoder" in spec:
         spec["encoder"] = model_path(spec["encoder"])
     return spec
@@ -248,22 +255,12 @@ def labelled_answers():
 
 def api_caches():
     """The response caches of every API model (judges, the V-PRISM rephraser, the value-gap generator)."""
-    vprism = config["eval_prompts"].get("vprism") or {}
-    models = [*config["judges"].values(), vprism.get("rephraser"), (config.get("value_gap_builder") or {}).get("generator")]
-    return sorted({m["cache"] for m in models if m and m["kind"] == "openai_api" and m.get("cache")})
+    return sorted({m["cache"] for m in llm_entries().values() if m["kind"] == "openai_api" and m.get("cache")})
 
 
 # each job writes its answers to a shard beside its cache (safe on NFS); finished shards are folded
 # into the cache's main file before a run starts and after it ends (valuedrift.llm.cache)
 API_CACHES = api_caches()
-VPRISM = dict(config["eval_prompts"].get("vprism") or {})
-if VPRISM.get("rephraser"):
-    VPRISM["rephraser"] = api_spec(VPRISM["rephraser"], "eval_prompts.vprism.rephraser")
-VPRISM_SETTINGS = as_json({"seed": config["seed"], **VPRISM})
-VALUE_GAP_GENERATOR = api_spec((config.get("value_gap_builder") or {}).get("generator"), "value_gap_builder.generator")
-for _judge in config["judges"]:
-    judge_settings(_judge)
-os.environ[TRANSPORT_ENV] = json.dumps(API_TRANSPORT, sort_keys=True)
 
 
 JUDGE = config["judge"]["name"]

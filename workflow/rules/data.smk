@@ -125,7 +125,9 @@ else:
             heldout=f"{R}/data/vprism_heldout.jsonl",
             topics=f"{R}/data/vprism_topics.json",
         params:
-            settings=VPRISM_SETTINGS,
+            settings=as_json({"seed": config["seed"], **config["eval_prompts"]["vprism"],
+                              **({"rephraser": api_spec("eval_prompts.vprism.rephraser")}
+                                 if config["eval_prompts"]["vprism"].get("rephraser") else {})}),
         threads: job_threads("probe")
         resources:
             **job_resources("probe"),
@@ -150,7 +152,7 @@ if "value_gap_builder" in config:
         output:
             f"{R}/data/value_gap_pairs.jsonl",
         params:
-            generator=as_json(VALUE_GAP_GENERATOR),
+            generator=as_json(api_spec("value_gap_builder.generator")),
             judge=judge_args(JUDGE),
             settings=as_json({k: v for k, v in config["value_gap_builder"].items()
                               if k not in ("generator", "questions")}),
