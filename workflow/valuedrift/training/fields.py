@@ -199,6 +199,12 @@ def class_fields(cls) -> dict[str, dict]:
 
 
 def _spell(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) > 2:
+        # Union[str, list[str]] and Union[list[str], str] are one cached object, printed in the order
+        # of whichever the process built first: sorted, the text no longer depends on import order
+        members = sorted(_spell(a) for a in args if a is not type(None))
+        return f"Union[{', '.join(members + ['None'] * (type(None) in args))}]"
     text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     # 'typing.Optional[peft.tuners.lora.config.EvaConfig]' -> 'Optional[EvaConfig]'
     return re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", text).replace("NoneType", "None")
